@@ -1,0 +1,5 @@
+import sys
+
+from kmm_dtk.cli import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""The cluster's kernel -> RHCOS map, shared by the node and module reconcilers.
+
+Several nodes may run one kernel on different RHCOS builds (a z-stream that did not change the
+kernel); the latest RHCOS among them wins, because its DTK tag is the one most likely to exist and
+to carry the newest toolchain. Unlike KMM, an entry disappears when no node runs its kernel.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from kmm_dtk.core.versions import NodeVersions, RhcosVersion
+
+_ABSENT = object()  # "no entry", distinct from an entry whose RHCOS is unknown (None)
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """One kernel: its winning RHCOS (None if no node running it reports one) and its nodes."""
+
+    kernel: str
+    rhcos: RhcosVersion | None
+    nodes: frozenset[str]
+    reasons: tuple[str, ...] = ()
+
+
+class KernelMap:
+    """Thread-safe kernel -> RHCOS map fed by node add/update/delete.
+
+    Every mutator returns the kernels whose entry appeared, disappeared or changed RHCOS, which is
+    exactly what the node reconciler needs to decide which Modules to enqueue.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_node: dict[str, NodeVersions] = {}
+        self._by_kernel: dict[str, dict[str, NodeVersions]] = {}
+        self._winner: dict[str, RhcosVersion | None] = {}
+
+    def upsert(self, node: NodeVersions) -> set[str]:
+        """Record a node's current versions (a node without a kernel is treated as removed)."""
+        with self._lock:
+            old = self._by_node.get(node.name)
+            affected = {k for k in (old.kernel if old else None, node.kernel) if k is not None}
+            before = {k: self._winner.get(k, _ABSENT) for k in affected}
+            self._detach_locked(node.name)
+            if node.kernel is not None:
+                self._by_node[node.name] = node
+                self._by_kernel.setdefault(node.kernel, {})[node.name] = node
+                self._winner[node.kernel] = self._best(node.kernel)
+            return self._changed_locked(before)
+
+    def remove(self, node_name: str) -> set[str]:
+        with self._lock:
+            old = self._by_node.get(node_name)
+            if old is None or old.kernel is None:
+                return set()
+            before = {old.kernel: self._winner.get(old.kernel, _ABSENT)}
+            self._detach_locked(node_name)
+            return self._changed_locked(before)
+
+    def replace_all(self, nodes: list[NodeVersions]) -> set[str]:
+        """Swap in a complete set of nodes (after a relist); returns every kernel that changed."""
+        with self._lock:
+            before: dict[str, object] = dict(self._winner)
+            self._by_node.clear()
+            self._by_kernel.clear()
+            self._winner.clear()
+            for node in nodes:
+                if node.kernel is None:
+                    continue
+                self._by_node[node.name] = node
+                self._by_kernel.setdefault(node.kernel, {})[node.name] = node
+            for kernel in self._by_kernel:
+                self._winner[kernel] = self._best(kernel)
+            for kernel in self._winner:
+                before.setdefault(kernel, _ABSENT)
+            return self._changed_locked(before)
+
+    def get(self, kernel: str) -> KernelEntry | None:
+        with self._lock:
+            return self._entry_locked(kernel) if kernel in self._winner else None
+
+    def entries(self) -> dict[str, KernelEntry]:
+        """Every kernel's entry, read under one lock so the set is consistent."""
+        with self._lock:
+            return {k: self._entry_locked(k) for k in self._winner}
+
+    def snapshot(self) -> dict[str, RhcosVersion | None]:
+        """A copy of kernel -> winning RHCOS, for callers that must not hold the lock."""
+        with self._lock:
+            return dict(self._winner)
+
+    def kernel_of(self, node_name: str) -> str | None:
+        with self._lock:
+            node = self._by_node.get(node_name)
+            return node.kernel if node else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._winner)
+
+    # -- internals; callers hold the lock ---------------------------------------------------
+
+    def _entry_locked(self, kernel: str) -> KernelEntry:
+        nodes = self._by_kernel[kernel]
+        reasons = tuple(sorted(n.reason for n in nodes.values() if n.reason))
+        return KernelEntry(kernel, self._winner[kernel], frozenset(nodes), reasons)
+
+    def _detach_locked(self, node_name: str) -> None:
+        old = self._by_node.pop(node_name, None)
+        if old is None or old.kernel is None:
+            return
+        nodes = self._by_kernel.get(old.kernel, {})
+        nodes.pop(node_name, None)
+        if nodes:
+            self._winner[old.kernel] = self._best(old.kernel)
+        else:
+            self._by_kernel.pop(old.kernel, None)
+            self._winner.pop(old.kernel, None)
+
+    def _changed_locked(self, before: dict[str, object]) -> set[str]:
+        return {k for k, was in before.items() if self._winner.get(k, _ABSENT) != was}
+
+    def _best(self, kernel: str) -> RhcosVersion | None:
+        versions = [n.rhcos for n in self._by_kernel[kernel].values() if n.rhcos is not None]
+        return max(versions) if versions else None

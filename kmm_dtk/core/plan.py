@@ -1,0 +1,290 @@
+"""The build plan: for each Module and each kernel running on a node it selects, what to build.
+
+``plan_module`` is the one decision function; the offline ``kmm-dtk plan`` and the operator's
+module reconciler both call it with snapshots, so they cannot disagree. The hash covers everything
+that determines the image, including the DTK digest, so a z-stream DTK landing under the same tag
+changes the hash and triggers a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Mapping
+
+from kmm_dtk.core.dockerfile import DTK_BUILD_ARG, DockerfileError, render, uses_placeholder
+from kmm_dtk.core.dtk import DtkIndex, DtkResolutionError, dtk_index, missing_imagestream_error
+from kmm_dtk.core.kernel_map import KernelEntry, KernelMap
+from kmm_dtk.core.module import (
+    DOCKERFILE_KEY,
+    Module,
+    ModuleError,
+    RegistryTLS,
+    parse_module,
+    target_for,
+)
+from kmm_dtk.core.versions import node_versions
+
+HASH_LENGTH = 20  # hex characters; fits a label value and is far from colliding per Module
+
+
+class Action(str, Enum):
+    BUILD = "build"
+    SKIP = "skip"
+    ERROR = "error"
+
+
+class Reason(str, Enum):
+    """Machine-readable reasons, used as condition and Event reasons by the operator."""
+
+    BUILD_NEEDED = "BuildNeeded"
+    NO_KERNEL_MAPPING = "NoKernelMapping"
+    NO_BUILD = "NoBuildSection"
+    INVALID_MODULE = "InvalidModule"
+    MISSING_CONFIGMAP = "MissingDockerfileConfigMap"
+    MISSING_DOCKERFILE_KEY = "MissingDockerfileKey"
+    NO_DTK_IMAGESTREAM = "MissingDTKImageStream"
+    NO_DTK_TAG = "MissingDTKTag"
+    UNKNOWN_RHCOS = "UnparseableOSImage"
+    INVALID_DOCKERFILE = "InvalidDockerfile"
+    NO_NODES = "NoSelectedNodes"
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    module: str
+    kernel: str | None
+    action: Action
+    reason_code: Reason
+    reason: str
+    rhcos: str | None = None
+    dtk_image: str | None = None
+    image: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    dockerfile: str | None = None
+    hash: str | None = None
+    image_repo_secret: str | None = None
+    build_selector: Mapping[str, str] = field(default_factory=dict)
+    registry_tls: RegistryTLS | None = None
+    base_image_registry_tls: RegistryTLS | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "module": self.module,
+            "kernel": self.kernel,
+            "rhcos": self.rhcos,
+            "dtkImage": self.dtk_image,
+            "image": self.image,
+            "action": self.action.value,
+            "reasonCode": self.reason_code.value,
+            "reason": self.reason,
+            "buildArgs": dict(sorted(self.build_args.items())),
+            "secrets": list(self.secrets),
+            "imageRepoSecret": self.image_repo_secret,
+            "buildSelector": dict(sorted(self.build_selector.items())),
+            "dockerfile": self.dockerfile,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """What the planner reads. The operator builds it from informer caches, ``plan`` from files.
+
+    ``node_labels`` maps node name -> labels; ``node_kernels`` node name -> kernel key (nodes
+    without a readable kernel are absent); ``kernels`` is the kernel map's entries.
+    """
+
+    node_labels: Mapping[str, Mapping[str, str]]
+    node_kernels: Mapping[str, str]
+    kernels: Mapping[str, KernelEntry]
+    dtk: DtkIndex | None
+    dtk_ref: tuple[str, str]
+    configmaps: Mapping[tuple[str, str], Mapping[str, str]]
+
+
+def content_hash(dockerfile: str, build_args: Mapping[str, str], secrets: Iterable[str], image: str,
+                 rebuild_generation: int | None) -> str:
+    canonical = json.dumps(
+        {
+            "dockerfile": dockerfile,
+            "buildArgs": sorted(build_args.items()),
+            "secrets": sorted(secrets),
+            "image": image,
+            "imageRebuildTriggerGeneration": rebuild_generation,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
+    kernels = {
+        snapshot.node_kernels[node]
+        for node, labels in snapshot.node_labels.items()
+        if node in snapshot.node_kernels and module.selects(labels)
+    }
+    return sorted(kernels)
+
+
+def plan_module(raw_module: Mapping[str, Any], snapshot: ClusterSnapshot) -> list[PlanEntry]:
+    """Every entry for one Module dict. Never raises on bad input: errors become entries."""
+    meta = raw_module.get("metadata") if isinstance(raw_module.get("metadata"), Mapping) else {}
+    key = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '<unnamed>'}"
+    try:
+        module = parse_module(raw_module)
+    except ModuleError as err:
+        return [PlanEntry(key, None, Action.ERROR, Reason.INVALID_MODULE, f"invalid Module: {err}")]
+
+    kernels = selected_kernels(module, snapshot)
+    if not kernels:
+        return [
+            PlanEntry(module.key, None, Action.SKIP, Reason.NO_NODES,
+                      f"no node with a readable kernel matches spec.selector {dict(module.selector)}")
+        ]
+    return [_plan_kernel(module, kernel, snapshot) for kernel in kernels]
+
+
+def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> PlanEntry:
+    entry = snapshot.kernels.get(kernel)
+    rhcos = str(entry.rhcos) if entry and entry.rhcos else None
+
+    def error(code: Reason, reason: str, **kw: Any) -> PlanEntry:
+        return PlanEntry(module.key, kernel, Action.ERROR, code, reason, rhcos=rhcos, **kw)
+
+    try:
+        target = target_for(module, kernel)
+    except ModuleError as err:
+        return error(Reason.INVALID_MODULE, str(err))
+    if target is None:
+        return PlanEntry(module.key, kernel, Action.SKIP, Reason.NO_KERNEL_MAPPING,
+                         f"no kernelMappings entry matches kernel {kernel}", rhcos=rhcos)
+    build = target.build
+    if build is None or build.dockerfile_configmap is None:
+        return PlanEntry(module.key, kernel, Action.SKIP, Reason.NO_BUILD,
+                         "no build.dockerfileConfigMap for this kernel: the image is expected to exist already",
+                         rhcos=rhcos, image=target.image)
+
+    cm_key = (module.namespace, build.dockerfile_configmap)
+    configmap = snapshot.configmaps.get(cm_key)
+    field_path = f"{target.mapping.path}.build.dockerfileConfigMap" if (
+        target.mapping.build and target.mapping.build.dockerfile_configmap
+    ) else "spec.moduleLoader.container.build.dockerfileConfigMap"
+    if configmap is None:
+        return error(Reason.MISSING_CONFIGMAP,
+                     f"ConfigMap {module.namespace}/{build.dockerfile_configmap} named by {field_path} "
+                     "does not exist; create it with the Dockerfile under key 'dockerfile'", image=target.image)
+    source = configmap.get(DOCKERFILE_KEY)
+    if not isinstance(source, str) or not source.strip():
+        return error(Reason.MISSING_DOCKERFILE_KEY,
+                     f"ConfigMap {module.namespace}/{build.dockerfile_configmap} has no non-empty key "
+                     f"'{DOCKERFILE_KEY}' (keys: {', '.join(sorted(configmap)) or 'none'})", image=target.image)
+
+    dtk_image = None
+    if uses_placeholder(source):
+        if rhcos is None:
+            why = "; ".join(entry.reasons) if entry and entry.reasons else "no node reports it"
+            return error(Reason.UNKNOWN_RHCOS,
+                         f"the Dockerfile uses the DTK placeholder but the RHCOS version of kernel {kernel} "
+                         f"is unknown: {why}", image=target.image)
+        try:
+            if snapshot.dtk is None:
+                raise missing_imagestream_error(*snapshot.dtk_ref)
+            dtk_image = snapshot.dtk.resolve(rhcos).image
+        except DtkResolutionError as err:
+            code = Reason.NO_DTK_IMAGESTREAM if snapshot.dtk is None else Reason.NO_DTK_TAG
+            return error(code, f"kernel {kernel} runs RHCOS {rhcos}: {err}", image=target.image)
+    try:
+        rendered = render(source, dtk_image)
+    except DockerfileError as err:
+        return error(Reason.INVALID_DOCKERFILE, str(err), image=target.image)
+
+    args = dict(build.build_args)
+    args.update({
+        "KERNEL_VERSION": kernel,
+        "KERNEL_FULL_VERSION": kernel,
+        "MOD_NAME": module.name,
+        "MOD_NAMESPACE": module.namespace,
+    })
+    if dtk_image is not None:
+        args[DTK_BUILD_ARG] = dtk_image
+    digest = content_hash(rendered.text, args, build.secrets, target.image, module.rebuild_trigger_generation)
+    return PlanEntry(
+        module.key, kernel, Action.BUILD, Reason.BUILD_NEEDED,
+        f"build {target.image} for kernel {kernel}" + (f" on DTK {rhcos}" if dtk_image else ""),
+        rhcos=rhcos, dtk_image=dtk_image, image=target.image, build_args=args, secrets=build.secrets,
+        dockerfile=rendered.text, hash=digest, image_repo_secret=module.image_repo_secret,
+        build_selector=dict(build.selector if build.selector is not None else module.selector),
+        registry_tls=target.registry_tls, base_image_registry_tls=build.base_image_registry_tls,
+    )
+
+
+# -- whole-cluster planning from plain objects ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    kernels: Mapping[str, str | None]
+    entries: tuple[PlanEntry, ...]
+    node_problems: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kernels": dict(sorted(self.kernels.items())),
+            "builds": [e.to_json() for e in self.entries],
+            "nodeProblems": list(self.node_problems),
+        }
+
+
+def snapshot_from_objects(
+    nodes: Iterable[Mapping[str, Any]],
+    imagestream: Mapping[str, Any] | None,
+    configmaps: Iterable[Mapping[str, Any]],
+    dtk_ref: tuple[str, str],
+) -> tuple[ClusterSnapshot, tuple[str, ...]]:
+    """Build a snapshot from plain objects; also returns the per-node problems found."""
+    kernel_map = KernelMap()
+    labels: dict[str, Mapping[str, str]] = {}
+    node_kernels: dict[str, str] = {}
+    problems: list[str] = []
+    for node in nodes:
+        versions = node_versions(node)
+        kernel_map.upsert(versions)
+        meta = node.get("metadata") if isinstance(node.get("metadata"), Mapping) else {}
+        raw_labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+        labels[versions.name] = {str(k): str(v) for k, v in raw_labels.items()}
+        if versions.kernel is not None:
+            node_kernels[versions.name] = versions.kernel
+        if versions.reason:
+            problems.append(versions.reason)
+    cms: dict[tuple[str, str], Mapping[str, str]] = {}
+    for cm in configmaps:
+        meta = cm.get("metadata") if isinstance(cm.get("metadata"), Mapping) else {}
+        data = cm.get("data") if isinstance(cm.get("data"), Mapping) else {}
+        cms[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = data
+    snapshot = ClusterSnapshot(
+        node_labels=labels,
+        node_kernels=node_kernels,
+        kernels=kernel_map.entries(),
+        dtk=dtk_index(imagestream) if imagestream is not None else None,
+        dtk_ref=dtk_ref,
+        configmaps=cms,
+    )
+    return snapshot, tuple(sorted(problems))
+
+
+def plan_cluster(modules: Iterable[Mapping[str, Any]], snapshot: ClusterSnapshot,
+                 node_problems: tuple[str, ...] = ()) -> ClusterPlan:
+    def module_key(m: Mapping[str, Any]) -> tuple[str, str]:
+        meta = m.get("metadata") if isinstance(m.get("metadata"), Mapping) else {}
+        return (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+
+    entries: list[PlanEntry] = []
+    for module in sorted(modules, key=module_key):
+        entries.extend(plan_module(module, snapshot))
+    kernels = {k: (str(e.rhcos) if e.rhcos else None) for k, e in snapshot.kernels.items()}
+    return ClusterPlan(kernels, tuple(entries), node_problems)
