@@ -1,0 +1,82 @@
+"""Shared fixtures: one real control plane per test session, a fresh namespace per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from kubernetes import client
+
+from tests.support.cluster import TestCluster, api_client_from, start_test_cluster
+from tests.support.faultproxy import FaultProxy
+from tests.support.objects import create_namespace, delete_namespace, delete_nodes, unique_name
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
+    """A real kube-apiserver + etcd (or the existing cluster named by KMM_DTK_TEST_KUBECONFIG)."""
+    test_cluster = start_test_cluster(tmp_path_factory.mktemp("controlplane"))
+    try:
+        yield test_cluster
+    finally:
+        if test_cluster.controlplane is not None:
+            test_cluster.controlplane.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: TestCluster) -> Iterator[client.ApiClient]:
+    api_client = cluster.api_client()
+    try:
+        yield api_client
+    finally:
+        api_client.close()
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    name = create_namespace(api)
+    try:
+        yield name
+    finally:
+        delete_namespace(api, name)
+
+
+@pytest.fixture
+def new_node_name(api: client.ApiClient) -> Iterator[Callable[..., str]]:
+    """Makes unique names for test Nodes (cluster-scoped) and deletes those Nodes afterwards."""
+    made: list[str] = []
+
+    def new(prefix: str = "node") -> str:
+        made.append(unique_name(prefix))
+        return made[-1]
+
+    try:
+        yield new
+    finally:
+        delete_nodes(api, made)
+
+
+@pytest.fixture
+def controlplane(cluster: TestCluster):
+    """The control plane's processes, for tests that restart kube-apiserver or compact etcd."""
+    if cluster.controlplane is None:
+        pytest.skip("needs the project's own control plane (not an existing cluster)")
+    return cluster.controlplane
+
+
+@pytest.fixture
+def fault_proxy(cluster: TestCluster) -> Iterator[FaultProxy]:
+    port = int(cluster.host.rsplit(":", 1)[1])
+    with FaultProxy(port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_api(cluster: TestCluster, fault_proxy: FaultProxy, tmp_path: Path) -> Iterator[client.ApiClient]:
+    """An admin client whose every connection goes through ``fault_proxy``."""
+    kubeconfig = cluster.kubeconfig_for(tmp_path / "proxied.kubeconfig", fault_proxy.url)
+    api_client = api_client_from(kubeconfig)
+    try:
+        yield api_client
+    finally:
+        api_client.close()
