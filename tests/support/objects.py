@@ -177,3 +177,35 @@ def apply_crds(api: client.ApiClient, documents: Iterable[Mapping[str, Any]], ti
     for name in names:
         wait_for(lambda: established(name), timeout, f"CRD {name} to be Established")
     return names
+
+
+_STATUS_WRITTEN_BY_CONTROLLERS = {("v1", "Node"), (f"{DTK_GROUP}/{DTK_VERSION}", "ImageStream")}
+
+
+def load_objects(api: client.ApiClient, objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Create sample objects of any kind (namespaces created as needed), writing the status of
+    Nodes and ImageStreams as their controllers would. Returns ``kind namespace/name`` lines."""
+    from kubernetes.dynamic import DynamicClient
+
+    dynamic = DynamicClient(api)
+    core = client.CoreV1Api(api)
+    created = []
+    for obj in objects:
+        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        namespace = obj.get("metadata", {}).get("namespace") if resource.namespaced else None
+        if namespace:
+            try:
+                core.create_namespace({"metadata": {"name": namespace}})
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+        body = {k: v for k, v in obj.items() if k != "status"}
+        result = resource.create(body=body, namespace=namespace)
+        if "status" in obj and (obj["apiVersion"], obj["kind"]) in _STATUS_WRITTEN_BY_CONTROLLERS:
+            status_body = result.to_dict()
+            status_body["status"] = obj["status"]
+            if obj["kind"] == "Node":
+                status_body["status"]["nodeInfo"] = {**node_info("", ""), **obj["status"].get("nodeInfo", {})}
+            resource.status.replace(body=status_body, namespace=namespace)
+        created.append(f"{obj['kind']} {namespace + '/' if namespace else ''}{obj['metadata']['name']}")
+    return created

@@ -1,0 +1,44 @@
+# kmm-dtk. `make demo` and `make test` are the two commands the README starts with.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast test-integration controlplane cluster plan clean
+
+# The virtualenv, rebuilt when the package's dependencies change.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# The main job: plan the driver builds of the sample cluster (the design document's upgrade).
+demo: $(VENV)/.installed
+	$(VENV)/bin/kmm-dtk plan -f examples/design-cluster.yaml
+
+plan: demo
+
+# kube-apiserver + etcd for the tests, built once per machine into ~/.cache/kmm-dtk.
+controlplane: $(VENV)/.installed
+	$(PY) -m tests.support.binaries
+
+# The whole suite: unit, property, CLI and integration tests on a real control plane.
+test: controlplane
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: controlplane
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# A local control plane with the sample objects, in the foreground; kubeconfig in .cache/kubeconfig.
+cluster: controlplane
+	$(PY) -m tests.support.localcluster
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis *.egg-info
