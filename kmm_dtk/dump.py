@@ -29,7 +29,9 @@ class ClusterObjects:
 
     def find_imagestream(self, namespace: str, name: str) -> dict[str, Any] | None:
         for stream in self.imagestreams:
-            meta = stream.get("metadata") or {}
+            meta = stream.get("metadata")
+            if not isinstance(meta, dict):
+                continue
             if meta.get("name") == name and (meta.get("namespace") or namespace) == namespace:
                 return stream
         return None

@@ -89,7 +89,8 @@ def _rewrite_from(group: list[str], escape: str, image: str) -> str | None:
     if not rest or not _REF.fullmatch(rest[0]):
         return None
     indent = group[0][: len(group[0]) - len(group[0].lstrip())]
-    return indent + " ".join([words[0], *flags, image, *rest[1:]])
+    line_end = "\r" if group[-1].endswith("\r") else ""  # keep CRLF files CRLF
+    return indent + " ".join([words[0], *flags, image, *rest[1:]]) + line_end
 
 
 def render(text: str, dtk_image: str | None) -> RenderedDockerfile:

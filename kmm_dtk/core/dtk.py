@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from kmm_dtk.core.versions import parse_rhcos
+
 DEFAULT_DTK_NAMESPACE = "openshift"
 DEFAULT_DTK_NAME = "driver-toolkit"
 
@@ -23,6 +25,13 @@ class DtkImage:
 
 class DtkResolutionError(ValueError):
     """No DTK image for an RHCOS version; the message names the version, the stream and its tags."""
+
+
+def _version_order(tag: str) -> tuple:
+    try:
+        return (0, parse_rhcos(tag).sort_key, tag)
+    except ValueError:
+        return (1, (), tag)
 
 
 def is_alias_tag(name: str) -> bool:
@@ -45,7 +54,7 @@ class DtkIndex:
         found = self.images.get(rhcos)
         if found is not None:
             return found
-        present = ", ".join(sorted(self.images)) or "none"
+        present = ", ".join(sorted(self.images, key=_version_order)) or "none"
         raise DtkResolutionError(
             f"no tag {rhcos} in ImageStream {self.ref} (RHCOS tags present: {present}); "
             "the DTK for this RHCOS build is not imported yet"

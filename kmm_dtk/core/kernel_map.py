@@ -17,12 +17,17 @@ _ABSENT = object()  # "no entry", distinct from an entry whose RHCOS is unknown 
 
 @dataclass(frozen=True)
 class KernelEntry:
-    """One kernel: its winning RHCOS (None if no node running it reports one) and its nodes."""
+    """One kernel: its winning RHCOS (None if no node running it reports one) and its nodes.
+
+    ``candidates`` lists every RHCOS seen with this kernel, newest first: any of their DTKs carries
+    this kernel's headers, so an older one can stand in while the newest tag is not imported yet.
+    """
 
     kernel: str
     rhcos: RhcosVersion | None
     nodes: frozenset[str]
     reasons: tuple[str, ...] = ()
+    candidates: tuple[RhcosVersion, ...] = ()
 
 
 class KernelMap:
@@ -67,7 +72,8 @@ class KernelMap:
             self._by_node.clear()
             self._by_kernel.clear()
             self._winner.clear()
-            for node in nodes:
+            latest = {node.name: node for node in nodes}  # a name listed twice: the last one counts
+            for node in latest.values():
                 if node.kernel is None:
                     continue
                 self._by_node[node.name] = node
@@ -106,7 +112,8 @@ class KernelMap:
     def _entry_locked(self, kernel: str) -> KernelEntry:
         nodes = self._by_kernel[kernel]
         reasons = tuple(sorted(n.reason for n in nodes.values() if n.reason))
-        return KernelEntry(kernel, self._winner[kernel], frozenset(nodes), reasons)
+        candidates = tuple(sorted({n.rhcos for n in nodes.values() if n.rhcos is not None}, reverse=True))
+        return KernelEntry(kernel, self._winner[kernel], frozenset(nodes), reasons, candidates)
 
     def _detach_locked(self, node_name: str) -> None:
         old = self._by_node.pop(node_name, None)

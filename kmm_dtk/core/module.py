@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kmm_dtk.core.re2 import Re2Error, compile_re2
+from kmm_dtk.core.re2 import Matcher, Re2Error, compile_re2
 from kmm_dtk.core.versions import kernel_components
 
 MODULE_API_VERSION = "kmm.sigs.x-k8s.io/v1beta1"
@@ -58,7 +58,7 @@ class BuildConfig:
 class KernelMapping:
     index: int
     literal: str | None
-    regexp: re.Pattern[str] | None
+    regexp: Matcher | None
     container_image: str | None
     build: BuildConfig | None
     registry_tls: RegistryTLS | None
@@ -204,7 +204,7 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
         raise ModuleError("metadata.name is required")
     spec = _mapping_at(obj.get("spec"), "spec", required=True)
     assert spec is not None
-    if "selector" not in spec:
+    if spec.get("selector") is None:
         raise ModuleError("spec.selector is required: the labels of the nodes this Module targets")
     selector = _labels_at(spec.get("selector"), "spec.selector")
     loader = _mapping_at(spec.get("moduleLoader"), "spec.moduleLoader", required=True)
@@ -228,7 +228,7 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
             try:
                 compiled = compile_re2(regexp)
             except Re2Error as err:
-                raise ModuleError(f"{path}.regexp {regexp!r}: {err}") from None
+                raise ModuleError(f"{path}.regexp '{regexp}': {err}") from None
         mappings.append(
             KernelMapping(
                 index=i,
@@ -259,6 +259,7 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
 
 # -- per-kernel resolution ---------------------------------------------------------------------
 
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _TEMPLATE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -289,7 +290,16 @@ def render_image(template: str, variables: Mapping[str, str], path: str) -> str:
 
     image = _TEMPLATE_VAR.sub(sub, template)
     if not image or any(c.isspace() for c in image):
-        raise ModuleError(f"{path} renders to {image!r}, which is not an image reference")
+        raise ModuleError(f"{path} renders to '{image}', which is not an image reference")
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    if ":" in last:
+        tag = last.split(":", 1)[1]
+        if not _TAG.fullmatch(tag):
+            raise ModuleError(
+                f"{path} renders to '{image}', whose tag '{tag}' a registry would refuse (tags allow "
+                "letters, digits, '_', '.' and '-', at most 128); e.g. a '+rt' kernel needs a template "
+                "such as ${KERNEL_XYZ} or a kernelMapping with its own containerImage"
+            )
     return image
 
 

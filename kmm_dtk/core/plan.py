@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any, Iterable, Mapping
 
 from kmm_dtk.core.dockerfile import DTK_BUILD_ARG, DockerfileError, render, uses_placeholder
-from kmm_dtk.core.dtk import DtkIndex, DtkResolutionError, dtk_index, missing_imagestream_error
+from kmm_dtk.core.dtk import DtkImage, DtkIndex, DtkResolutionError, dtk_index, missing_imagestream_error
 from kmm_dtk.core.kernel_map import KernelEntry, KernelMap
 from kmm_dtk.core.module import (
     DOCKERFILE_KEY,
@@ -149,6 +149,18 @@ def plan_module(raw_module: Mapping[str, Any], snapshot: ClusterSnapshot) -> lis
     return [_plan_kernel(module, kernel, snapshot) for kernel in kernels]
 
 
+def _resolve_dtk(dtk: DtkIndex, entry: KernelEntry) -> DtkImage | DtkResolutionError:
+    """The DTK of the newest RHCOS running this kernel, else of an older one running the same kernel."""
+    first_error: DtkResolutionError | None = None
+    for candidate in entry.candidates:
+        try:
+            return dtk.resolve(str(candidate))
+        except DtkResolutionError as err:
+            first_error = first_error or err
+    assert first_error is not None  # callers pass entries with at least one RHCOS
+    return first_error
+
+
 def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> PlanEntry:
     entry = snapshot.kernels.get(kernel)
     rhcos = str(entry.rhcos) if entry and entry.rhcos else None
@@ -184,20 +196,23 @@ def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> Plan
                      f"ConfigMap {module.namespace}/{build.dockerfile_configmap} has no non-empty key "
                      f"'{DOCKERFILE_KEY}' (keys: {', '.join(sorted(configmap)) or 'none'})", image=target.image)
 
-    dtk_image = None
+    dtk_image, fallback_note = None, ""
     if uses_placeholder(source):
         if rhcos is None:
             why = "; ".join(entry.reasons) if entry and entry.reasons else "no node reports it"
             return error(Reason.UNKNOWN_RHCOS,
                          f"the Dockerfile uses the DTK placeholder but the RHCOS version of kernel {kernel} "
                          f"is unknown: {why}", image=target.image)
-        try:
-            if snapshot.dtk is None:
-                raise missing_imagestream_error(*snapshot.dtk_ref)
-            dtk_image = snapshot.dtk.resolve(rhcos).image
-        except DtkResolutionError as err:
-            code = Reason.NO_DTK_IMAGESTREAM if snapshot.dtk is None else Reason.NO_DTK_TAG
-            return error(code, f"kernel {kernel} runs RHCOS {rhcos}: {err}", image=target.image)
+        if snapshot.dtk is None:
+            return error(Reason.NO_DTK_IMAGESTREAM, f"kernel {kernel} runs RHCOS {rhcos}: "
+                         f"{missing_imagestream_error(*snapshot.dtk_ref)}", image=target.image)
+        assert entry is not None  # rhcos came from it
+        resolved = _resolve_dtk(snapshot.dtk, entry)
+        if isinstance(resolved, DtkResolutionError):
+            return error(Reason.NO_DTK_TAG, f"kernel {kernel} runs RHCOS {rhcos}: {resolved}", image=target.image)
+        if resolved.tag != rhcos:
+            fallback_note = (f" (RHCOS {rhcos} has no DTK tag yet; {resolved.tag} runs the same kernel)")
+        rhcos, dtk_image = resolved.tag, resolved.image
     try:
         rendered = render(source, dtk_image)
     except DockerfileError as err:
@@ -215,7 +230,7 @@ def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> Plan
     digest = content_hash(rendered.text, args, build.secrets, target.image, module.rebuild_trigger_generation)
     return PlanEntry(
         module.key, kernel, Action.BUILD, Reason.BUILD_NEEDED,
-        f"build {target.image} for kernel {kernel}" + (f" on DTK {rhcos}" if dtk_image else ""),
+        f"build {target.image} for kernel {kernel}" + (f" on DTK {rhcos}{fallback_note}" if dtk_image else ""),
         rhcos=rhcos, dtk_image=dtk_image, image=target.image, build_args=args, secrets=build.secrets,
         dockerfile=rendered.text, hash=digest, image_repo_secret=module.image_repo_secret,
         build_selector=dict(build.selector if build.selector is not None else module.selector),

@@ -1,143 +1,69 @@
-"""Compiling KMM kernel-mapping regexps (Go RE2 syntax) with Python's ``re``, or refusing to.
+"""Compiling KMM kernel-mapping regexps with RE2 itself, as KMM's Go ``regexp`` does.
 
-KMM matches with Go's ``regexp.MatchString``: RE2 syntax, unanchored, ASCII ``\\d \\w \\s \\b``.
-Most RE2 patterns mean the same in Python; the ones that would silently mean something else, or
-that RE2 itself rejects (so KMM would reject the Module), get a reason instead of a guess.
+Python's ``re`` reads many RE2 patterns differently (``$`` before a trailing newline, ``x{,3}``,
+``\\s`` and ``\\v``, POSIX classes) and backtracks, so one Module regexp such as ``^(.|.)*X$``
+could freeze the operator. ``google-re2`` is the RE2 engine: the same syntax as Go's ``regexp``,
+linear-time matching, and RE2's own error messages for what Go would also refuse.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Protocol
 
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-
-_RE2_FLAGS = set("imsU")
+import re2 as _re2
 
 
 class Re2Error(ValueError):
-    """A pattern that RE2 rejects or that Python would read differently."""
+    """A pattern Go's regexp would refuse; the message is RE2's reason."""
 
 
-def _translate(pattern: str) -> str:
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            if i + 1 >= n:
-                raise Re2Error("trailing backslash")
-            e = pattern[i + 1]
-            if e.isdigit() and e != "0":
-                raise Re2Error(f"\\{e} at offset {i}: backreferences are not RE2 syntax")
-            if e in "pP":
-                raise Re2Error(f"\\{e} at offset {i}: Unicode classes are not supported; use an explicit class")
-            if e in "QE":
-                raise Re2Error(f"\\{e} at offset {i}: quoted literals are not supported; escape each character")
-            if e == "C":
-                raise Re2Error(f"\\C at offset {i}: not supported")
-            if e == "Z":
-                raise Re2Error(f"\\Z at offset {i}: not RE2 syntax; use \\z or $ for the end of text")
-            if e == "z":
-                out.append("\\Z")  # RE2's end of text is spelled \Z in Python
-            else:
-                out.append(c + e)
-            i += 2
-            continue
-        if in_class:
-            if pattern.startswith("[:", i):
-                end = pattern.find(":]", i + 2)
-                name = pattern[i + 2 : end] if end != -1 else ""
-                negated = name.startswith("^")
-                if end != -1 and name.lstrip("^") in _POSIX_CLASSES and not negated:
-                    out.append(_POSIX_CLASSES[name])
-                    i = end + 2
-                    continue
-                raise Re2Error(f"[:{name}:] at offset {i}: use an explicit character range instead")
-            if c == "]":
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
+class Matcher(Protocol):
+    def search(self, text: str) -> object | None: ...
+
+
+def _options() -> _re2.Options:
+    options = _re2.Options()
+    options.log_errors = False  # errors go into our reasons, not onto the operator's stderr
+    options.max_mem = 8 << 20  # a hostile pattern fails to compile rather than eat memory
+    return options
+
+
+_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def _check_go_only_rules(pattern: str) -> None:
+    """The few things C++ RE2 accepts and Go's regexp refuses: ``\\C``, and repeat counts so long
+    that C++ RE2 reads them as literal text while Go reports an invalid repeat size."""
+    escaped, in_class = False, False
+    for i, char in enumerate(pattern):
+        if escaped:
+            if char == "C":
+                raise Re2Error(f"invalid escape sequence: \\C (any byte; not supported by Go) at offset {i - 1}")
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
             in_class = True
-            out.append(c)
-            i += 1
-            # A leading ']' (after an optional '^') is a literal in both dialects.
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("\\]")
-                i += 1
-            continue
-        if c == "(" and pattern.startswith("(?", i):
-            i = _translate_group(pattern, i, out)
-            continue
-        if c in "*+?}" and i + 1 < n and pattern[i + 1] == "+":
-            raise Re2Error(f"possessive quantifier {c}+ at offset {i}: not RE2 syntax")
-        if c == "{":
-            m = re.match(r"\{(\d+)(,(\d*))?\}", pattern[i:])
-            if m and max(int(m.group(1)), int(m.group(3) or 0)) > 1000:
-                raise Re2Error(f"repeat count {m.group(0)} at offset {i}: RE2 allows at most 1000")
-        out.append(c)
-        i += 1
-    if in_class:
-        raise Re2Error("missing closing ]")
-    return "".join(out)
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "{" and not in_class:
+            m = _REPEAT.match(pattern, i)
+            if m and any(len(n) > 4 or int(n) > 1000 for n in m.groups() if n):
+                raise Re2Error(f"invalid repetition size: {m.group(0)[:20]}{'...' if len(m.group(0)) > 20 else ''}")
 
 
-def _translate_group(pattern: str, i: int, out: list[str]) -> int:
-    rest = pattern[i + 2 :]
-    if rest.startswith(("=", "!", "<=", "<!")):
-        raise Re2Error(f"lookaround (?{rest[:2].rstrip('(')}... at offset {i}: not RE2 syntax")
-    if rest.startswith("P<") or rest.startswith(":"):
-        out.append("(?" + rest[0])
-        return i + 3
-    if rest.startswith("<"):
-        out.append("(?P<")  # Go 1.22+ accepts (?<name>); Python 3.11 needs (?P<name>
-        return i + 3
-    if rest.startswith("P="):
-        raise Re2Error(f"(?P=...) at offset {i}: backreferences are not RE2 syntax")
-    m = re.match(r"([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", rest)
-    if not m:
-        raise Re2Error(f"group syntax (?{rest[:3]} at offset {i}: not RE2 syntax")
-    flags = (m.group(1) or "") + (m.group(2) or "")
-    bad = sorted(set(flags) - _RE2_FLAGS)
-    if bad:
-        raise Re2Error(f"flag {''.join(bad)!r} at offset {i}: RE2 knows only i, m, s and U")
-    if "U" in flags:
-        raise Re2Error(f"flag U (ungreedy) at offset {i}: Python has no equivalent; use lazy quantifiers")
-    if m.group(3) == ")" and i != 0:
-        # RE2 applies (?i) to the rest of the group; Python 3.11 accepts only leading global flags.
-        raise Re2Error(f"flags {m.group(0)[:-1]!r} at offset {i}: write them as (?{flags}:...) around the part they apply to")
-    out.append("(?" + m.group(0))
-    return i + 2 + len(m.group(0))
-
-
-@lru_cache(maxsize=512)
-def compile_re2(pattern: str) -> re.Pattern[str]:
-    """Compile an RE2 pattern for unanchored ``search``; raises Re2Error with a reason."""
-    translated = _translate(pattern)
+@lru_cache(maxsize=1024)
+def compile_re2(pattern: str) -> Matcher:
+    """Compile for unanchored search (Go's ``MatchString``); raises Re2Error with a reason."""
+    if not isinstance(pattern, str):
+        raise Re2Error(f"expected a string, got {type(pattern).__name__}")
+    _check_go_only_rules(pattern)
     try:
-        return re.compile(translated, re.ASCII)
-    except re.error as err:
-        raise Re2Error(str(err)) from None
-    except (RecursionError, OverflowError) as err:  # pathological nesting
-        raise Re2Error(f"too complex: {err}") from None
+        return _re2.compile(pattern, _options())
+    except _re2.error as err:
+        reason = err.args[0] if err.args else err
+        raise Re2Error(reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)) from None
+    except (UnicodeError, ValueError, TypeError) as err:  # e.g. lone surrogates cannot become UTF-8
+        raise Re2Error(f"not a valid UTF-8 pattern: {err}") from None

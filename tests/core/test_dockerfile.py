@@ -8,7 +8,8 @@ import pytest
 
 from kmm_dtk.core.dockerfile import DTK_BUILD_ARG, DockerfileError, render, uses_placeholder
 
-DTK = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:84edddb4322cfe50d8545c41014a8f5595a4260a20d9a269e144909c5949582b"
+DTK = ("quay.io/openshift-release-dev/ocp-v4.0-art-dev@"
+       "sha256:84edddb4322cfe50d8545c41014a8f5595a4260a20d9a269e144909c5949582b")
 DASHED = re.compile(r"\$\{?DTK-AUTO")
 
 # The design document's example, completed the way KMM's own examples are.
@@ -196,3 +197,16 @@ def test_rendering_is_idempotent_on_its_output():
     once = render(DESIGN, DTK).text
     twice = render(once, DTK)
     assert twice.text == once
+
+
+def test_comment_ending_in_backslash_does_not_continue():
+    text = "ARG DTK_AUTO\n# build against the driver-toolkit \\\nFROM ${DTK_AUTO} AS builder\nRUN make\n"
+    out = render(text, DTK)
+    assert out.rewritten_from_lines == 1
+    assert out.text == f"ARG DTK_AUTO\n# build against the driver-toolkit \\\nFROM {DTK} AS builder\nRUN make\n"
+
+
+def test_crlf_dockerfile_keeps_its_line_endings_when_rewritten():
+    text = "ARG DTK_AUTO\r\nFROM ${DTK_AUTO} AS builder\r\nRUN make\r\n"
+    out = render(text, "quay.io/x/dtk@sha256:" + "a" * 64).text
+    assert out == "ARG DTK_AUTO\r\nFROM quay.io/x/dtk@sha256:" + "a" * 64 + " AS builder\r\nRUN make\r\n"

@@ -238,7 +238,8 @@ def test_hash_changes_with_user_build_args_and_target_image():
     raw["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["build"]["buildArgs"][0]["value"] = "1.0.3"
     assert hashes(raw)[K84] != base[K84]
     raw = module()
-    raw["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["containerImage"] = "quay.io/acme/kmod:${KERNEL_FULL_VERSION}"
+    mapping = raw["spec"]["moduleLoader"]["container"]["kernelMappings"][0]
+    mapping["containerImage"] = "quay.io/acme/kmod:${KERNEL_FULL_VERSION}"
     assert hashes(raw)[K84] != base[K84]
 
 
@@ -257,7 +258,8 @@ def test_hash_ignores_map_order_of_build_args_and_secrets():
     a = content_hash("FROM x", {"A": "1", "B": "2"}, ["s1", "s2"], "img:1", None)
     b = content_hash("FROM x", {"B": "2", "A": "1"}, ["s2", "s1"], "img:1", None)
     assert a == b
-    assert content_hash("FROM x", {"A": "1"}, [], "img:1", None) != content_hash("FROM x", {"A": "2"}, [], "img:1", None)
+    assert content_hash("FROM x", {"A": "1"}, [], "img:1", None) != \
+        content_hash("FROM x", {"A": "2"}, [], "img:1", None)
 
 
 def test_dockerfile_without_placeholder_does_not_depend_on_the_dtk():
@@ -447,3 +449,34 @@ def test_plan_cluster_sorts_modules_and_reports_kernels():
     data = plan.to_json()
     assert set(data) == {"kernels", "builds", "nodeProblems"}
     assert len(data["builds"]) == 5
+
+
+def test_absurd_repeat_count_is_an_invalid_module_entry():
+    raw = module()
+    raw["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["regexp"] = "el8_{" + "9" * 5000 + "}"
+    entries = plan_module(raw, snapshot())
+    assert [(e.action, e.reason_code) for e in entries] == [(Action.ERROR, Reason.INVALID_MODULE)]
+
+
+def test_an_older_rhcos_of_the_same_kernel_stands_in_for_a_missing_tag():
+    # A z-stream moved worker-2 to an RHCOS whose DTK tag is not imported yet, same kernel.
+    newer = "411.86.202208031059-0"
+    nodes = design_nodes()
+    nodes[2] = node("worker-2", K86, f"Red Hat Enterprise Linux CoreOS {newer} (Ootpa)")
+    e = by_kernel(plan_module(module(), snapshot(nodes=nodes)))[K86]
+    assert e.action is Action.BUILD
+    assert e.rhcos == R411 and e.dtk_image == IMAGE_411
+    assert f"RHCOS {newer} has no DTK tag yet; {R411} runs the same kernel" in e.reason
+    assert f"FROM {IMAGE_411} AS builder" in e.dockerfile
+
+
+def test_missing_tag_lists_present_tags_in_version_order():
+    stream = design_stream()
+    stream["status"]["tags"].append({"tag": "9.6.20250715-0", "items": [
+        {"dockerImageReference": "quay.io/x/dtk@sha256:" + "9" * 64, "image": "sha256:" + "9" * 64}]})
+    nodes = [node("worker-9", K96, "Red Hat Enterprise Linux CoreOS 10.2.20260328-0 (Coughlan)")]
+    raw = module()
+    raw["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["regexp"] = ".*"
+    e = plan_module(raw, snapshot(nodes=nodes, stream=stream))[0]
+    assert e.reason_code is Reason.NO_DTK_TAG
+    assert f"{R410}, {R411}, 9.6.20250715-0" in e.reason

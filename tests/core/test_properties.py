@@ -4,14 +4,13 @@ agrees with a model recomputed from scratch, and the placeholder never survives 
 from __future__ import annotations
 
 import re
-import string
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from kmm_dtk.core.dockerfile import render, uses_placeholder
+from kmm_dtk.core.dockerfile import DockerfileError, render, uses_placeholder
 from kmm_dtk.core.dtk import DtkIndex, DtkResolutionError, dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
 from kmm_dtk.core.plan import Action, PlanEntry, plan_module, snapshot_from_objects
@@ -229,20 +228,22 @@ def test_compile_re2_raises_only_re2_error(pattern):
     except Re2Error as err:
         assert str(err)
         return
-    assert isinstance(compiled, re.Pattern)
-    assert compiled.flags & re.ASCII
+    found = compiled.search("5.14.0-570.27.1.el9_6.x86_64")  # matching never raises either
+    assert found is None or isinstance(found.group(0), str)
 
 
 # -- dockerfile -----------------------------------------------------------------------------------
 
+# Whole instructions (continuations included), so every generated Dockerfile is well formed.
 DOCKERFILE_LINES = [
     "ARG DTK_AUTO", "ARG DTK-AUTO", "arg DTK-AUTO", "ARG DTK-AUTO=quay.io/x/dtk:old",
     "FROM ${DTK_AUTO}", "FROM ${DTK-AUTO}", "FROM $DTK_AUTO", "FROM $DTK-AUTO",
     "FROM ${DTK-AUTO} AS builder", "from $DTK-AUTO as builder", "FROM --platform=$BUILDPLATFORM ${DTK-AUTO} AS build",
-    "FROM --platform=linux/arm64 $DTK-AUTO", "  FROM ${DTK-AUTO}", "FROM \\", "    ${DTK-AUTO} \\", "    AS builder",
+    "FROM --platform=linux/arm64 $DTK-AUTO", "  FROM ${DTK-AUTO}", "FROM \\\n    ${DTK-AUTO} \\\n    AS builder",
     "FROM registry.redhat.io/ubi9/ubi-minimal", "FROM builder AS final",
     "ENV BASE=${DTK-AUTO}", "RUN echo $DTK-AUTO && make", "RUN echo ${DTK_AUTO}", "LABEL base=\"${DTK-AUTO}\"",
-    "RUN make -C /lib/modules/${KERNEL_FULL_VERSION}/build M=$PWD \\", "    modules",
+    "RUN make -C /lib/modules/${KERNEL_FULL_VERSION}/build M=$PWD \\\n    modules",
+    "RUN echo ${DTK-AUTO} \\\n  && echo $DTK-AUTO",
     "COPY --from=builder /build/kmm_ci_a.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/",
     "# a comment about DTK_AUTO", "", "   ", "WORKDIR /build", "RUN echo $DTK-AUTOMATIC",
 ]
@@ -278,8 +279,6 @@ def test_render_never_leaves_the_dashed_placeholder(lines, image, trailing_newli
 @SETTINGS
 @given(st.text(max_size=200), st.one_of(st.none(), st.sampled_from(IMAGES)))
 def test_render_on_arbitrary_text_raises_only_dockerfile_error(text, image):
-    from kmm_dtk.core.dockerfile import DockerfileError
-
     try:
         out = render(text, image)
     except DockerfileError:
@@ -314,56 +313,66 @@ REGEXPS = [r"^.+\.el8_\d+\.x86_64$", r".*", r"el9", r"(?i)X86_64$", r"^(?<maj>\d
            r"[[:digit:]]", r"(?=x)", r"(a)\1", r"\p{L}", r"a++", r"[a", "", r"a{1001}"]
 IMAGE_TEMPLATES = ["quay.io/acme/kmod:${KERNEL_FULL_VERSION}", "quay.io/${MOD_NAMESPACE}/${MOD_NAME}:${KERNEL_XYZ}",
                    "quay.io/acme/kmod:$KERNEL_X.$KERNEL_Y.$KERNEL_Z", "quay.io/acme/kmod:${NOPE}", "", "a b"]
-name_ref = maybe(st.fixed_dictionaries({"name": maybe(st.sampled_from(
-    ["simple-kmod-dockerfile", "plain", "nokey", "missing", ""]))}))
-build_st = st.fixed_dictionaries({}, optional={
-    "dockerfileConfigMap": name_ref,
-    "buildArgs": maybe(st.lists(maybe(st.fixed_dictionaries({"name": maybe(st.sampled_from(
-        ["KMOD_VERSION", "KERNEL_VERSION", "DTK_AUTO", ""])), "value": maybe(st.text(max_size=8))})), max_size=3)),
-    "secrets": maybe(st.lists(name_ref, max_size=3)),
-    "baseImageRegistryTLS": maybe(st.fixed_dictionaries({}, optional={"insecure": maybe(st.booleans())})),
-    "selector": maybe(st.dictionaries(st.sampled_from(["kubernetes.io/arch"]), maybe(st.just("amd64")))),
+
+
+def mostly(valid: st.SearchStrategy) -> st.SearchStrategy:
+    """A realistic value nine times in ten, otherwise anything at all (or None)."""
+    return st.integers(0, 9).flatmap(lambda n: st.one_of(st.none(), junk) if n == 7 else valid)
+
+
+name_ref = mostly(st.fixed_dictionaries({"name": mostly(st.sampled_from(
+    ["simple-kmod-dockerfile", "simple-kmod-dockerfile", "plain", "nokey", "missing", ""]))}))
+build_st = st.fixed_dictionaries({"dockerfileConfigMap": name_ref}, optional={
+    "buildArgs": mostly(st.lists(mostly(st.fixed_dictionaries({"name": mostly(st.sampled_from(
+        ["KMOD_VERSION", "KERNEL_VERSION", "DTK_AUTO", ""])), "value": mostly(st.text(max_size=8))})), max_size=3)),
+    "secrets": mostly(st.lists(name_ref, max_size=3)),
+    "baseImageRegistryTLS": mostly(st.fixed_dictionaries({}, optional={"insecure": mostly(st.booleans())})),
+    "selector": mostly(st.dictionaries(st.sampled_from(["kubernetes.io/arch"]), mostly(st.just("amd64")))),
 })
-mapping_st = st.fixed_dictionaries({}, optional={
-    "literal": maybe(st.sampled_from(KERNELS + [""])),
-    "regexp": maybe(st.sampled_from(REGEXPS)),
-    "containerImage": maybe(st.sampled_from(IMAGE_TEMPLATES)),
-    "build": maybe(build_st),
-    "registryTLS": maybe(st.fixed_dictionaries({}, optional={"insecureSkipTLSVerify": maybe(st.booleans())})),
-})
-module_st = st.fixed_dictionaries({}, optional={
-    "apiVersion": maybe(st.just("kmm.sigs.x-k8s.io/v1beta1")),
-    "kind": maybe(st.just("Module")),
-    "metadata": maybe(st.fixed_dictionaries({}, optional={
-        "name": maybe(st.sampled_from(["simple-kmod", ""])),
-        "namespace": maybe(st.sampled_from(["simple-kmod", "other"])),
-        "generation": maybe(st.integers(0, 5)),
-        "uid": junk,
-    })),
-    "spec": maybe(st.fixed_dictionaries({}, optional={
-        "selector": maybe(st.dictionaries(st.sampled_from(["node-role.kubernetes.io/worker",
-                                                           "node-role.kubernetes.io/master"]),
-                                          maybe(st.just("")), max_size=2)),
-        "imageRepoSecret": name_ref,
-        "imageRebuildTriggerGeneration": maybe(st.integers(0, 3)),
-        "moduleLoader": maybe(st.fixed_dictionaries({}, optional={"container": maybe(st.fixed_dictionaries(
-            {}, optional={
-                "containerImage": maybe(st.sampled_from(IMAGE_TEMPLATES)),
-                "build": maybe(build_st),
-                "registryTLS": junk,
-                "kernelMappings": maybe(st.lists(maybe(mapping_st), max_size=3)),
-            }))})),
-    })),
+match_st = st.one_of(
+    st.fixed_dictionaries({"regexp": mostly(st.sampled_from(REGEXPS))}),
+    st.fixed_dictionaries({"literal": mostly(st.sampled_from(KERNELS + [""]))}),
+    st.fixed_dictionaries({}, optional={"regexp": st.sampled_from(REGEXPS), "literal": st.sampled_from(KERNELS)}),
+)
+mapping_st = st.tuples(match_st, st.fixed_dictionaries({}, optional={
+    "containerImage": mostly(st.sampled_from(IMAGE_TEMPLATES)),
+    "build": mostly(build_st),
+    "registryTLS": mostly(st.fixed_dictionaries({}, optional={"insecureSkipTLSVerify": mostly(st.booleans())})),
+})).map(lambda pair: {**pair[0], **pair[1]})
+container_st = st.fixed_dictionaries(
+    {"kernelMappings": mostly(st.lists(mostly(mapping_st), min_size=1, max_size=3)),
+     "containerImage": mostly(st.sampled_from(IMAGE_TEMPLATES[:3] * 3 + IMAGE_TEMPLATES)),
+     "build": mostly(build_st)},
+    optional={
+        "registryTLS": mostly(st.fixed_dictionaries({}, optional={"insecure": mostly(st.booleans())})),
+    },
+)
+module_st = st.fixed_dictionaries({
+    "apiVersion": st.just("kmm.sigs.x-k8s.io/v1beta1"),
+    "kind": st.just("Module"),
+    "metadata": mostly(st.fixed_dictionaries(
+        {"name": mostly(st.sampled_from(["simple-kmod", "ice"])),
+         "namespace": mostly(st.sampled_from(["simple-kmod", "simple-kmod", "other"]))},
+        optional={"generation": mostly(st.integers(0, 5)), "uid": junk},
+    )),
+    "spec": mostly(st.fixed_dictionaries(
+        {"selector": mostly(st.dictionaries(
+            st.sampled_from(["node-role.kubernetes.io/worker", "node-role.kubernetes.io/master"]),
+            mostly(st.just("")), max_size=2)),
+         "moduleLoader": mostly(st.fixed_dictionaries({"container": mostly(container_st)}))},
+        optional={"imageRepoSecret": name_ref, "imageRebuildTriggerGeneration": mostly(st.integers(0, 3))},
+    )),
 })
 
 
 @SETTINGS
-@given(st.one_of(module_st, st.dictionaries(st.text(max_size=10), junk, max_size=4)))
+@given(st.one_of(module_st, module_st, module_st, st.dictionaries(st.text(max_size=10), junk, max_size=4)))
 def test_plan_module_never_raises(raw):
     entries = plan_module(raw, SNAPSHOT)
     assert entries
     for e in entries:
         assert isinstance(e, PlanEntry)
+        event(f"{e.action.value}: {e.reason_code.value}")  # see --hypothesis-show-statistics
         assert e.reason
         assert e.to_json()["action"] in ("build", "skip", "error")
         if e.action is Action.BUILD:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
-import os
 import signal
 import socket
 import ssl
@@ -25,7 +23,6 @@ import yaml
 from tests.support.binaries import Assets
 from tests.support.pki import Pki, make_controlplane_pki
 
-log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
