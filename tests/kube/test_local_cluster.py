@@ -1,0 +1,85 @@
+"""`make cluster` and the existing-cluster mode, each run the way a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from kubernetes import client
+
+from tests.support.cluster import REPO, api_client_from
+from tests.support.controlplane import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read().lower()
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += [int(c) for c in children.read().split()]
+    return found
+
+
+def test_make_cluster_serves_the_samples_and_stops_on_ctrl_c(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.localcluster", "--workdir", str(tmp_path / "cp"),
+         "--kubeconfig", str(kubeconfig)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        assert lines and lines[-1].startswith("Press Ctrl-C"), "".join(lines)
+        assert "created Module simple-kmod/simple-kmod\n" in lines
+        children = _children(proc.pid)
+        assert len(children) == 2  # etcd and kube-apiserver
+
+        api = api_client_from(kubeconfig)
+        nodes = {n.metadata.name: n.status.node_info.kernel_version for n in client.CoreV1Api(api).list_node().items}
+        assert nodes["worker-2"] == "4.18.0-372.16.1.el8_6.x86_64"
+        stream = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "image.openshift.io", "v1", "openshift", "imagestreams", "driver-toolkit")
+        assert {t["tag"] for t in stream["status"]["tags"]} >= {"410.84.202207140725-0", "411.86.202207260413-0"}
+        api.close()
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        wait_for(lambda: not any(_alive(pid) for pid in children), 15, "etcd and kube-apiserver to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_suite_runs_against_an_existing_cluster(cluster, tmp_path):
+    """KMM_DTK_TEST_KUBECONFIG: here the 'existing' cluster is this session's own control plane."""
+    env = dict(os.environ, KMM_DTK_TEST_KUBECONFIG=str(cluster.kubeconfig))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
+         "tests/kube/test_controlplane.py::test_module_nodes_and_imagestream_round_trip",
+         "tests/kube/test_controlplane.py::test_apiserver_restart_keeps_etcd_data"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 1 skipped" in result.stdout, result.stdout
