@@ -1,0 +1,201 @@
+"""Raw JSON access to any Kubernetes resource, built on the ``kubernetes`` client's transport.
+
+The typed models of the ``kubernetes`` package cost seconds per thousand objects to build, so
+nothing here deserialises into them: responses are read with ``_preload_content=False`` and
+parsed as JSON (or by the caller's decoder). The package still supplies what it does well:
+kubeconfig and in-cluster loading, TLS, auth (incl. rotating ServiceAccount tokens) and pooling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds: no request may hang forever
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource by group/version/plural: core (group ""), built-in groups, CRDs or OpenShift APIs."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+    kind: str = ""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace and self.namespaced:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+    def __str__(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+class ApiError(Exception):
+    """A failed API call: HTTP status (0 for transport errors), the Status reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}" if status else message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def expired(self) -> bool:
+        """The resourceVersion is too old (410 Gone / Expired) or too new: relist."""
+        return (self.status == 410 or self.reason in ("Expired", "Gone")
+                or "too large resource version" in self.message.lower())
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any], retry_after: float | None = None) -> "ApiError":
+        details = status.get("details") if isinstance(status.get("details"), Mapping) else {}
+        hint = details.get("retryAfterSeconds")
+        return cls(int(status.get("code") or 0), str(status.get("reason") or ""), str(status.get("message") or ""),
+                   retry_after if retry_after is not None else (float(hint) if hint else None))
+
+    @classmethod
+    def from_exception(cls, err: Exception) -> "ApiError":
+        if isinstance(err, ApiException):
+            retry_after = None
+            headers = err.headers or {}
+            if headers.get("Retry-After"):
+                try:
+                    retry_after = float(headers["Retry-After"])
+                except ValueError:
+                    retry_after = None
+            try:
+                body = json.loads(err.body) if err.body else {}
+            except (ValueError, TypeError):
+                body = {}
+            if isinstance(body, dict) and body.get("kind") == "Status":
+                return cls.from_status({**body, "code": err.status or body.get("code")}, retry_after)
+            return cls(err.status or 0, str(err.reason or ""), str(err.body or err.reason or ""), retry_after)
+        return cls(0, type(err).__name__, str(err))
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None,
+                    pool_size: int = 16) -> k8s.ApiClient:
+    """In-cluster config inside a pod (unless a kubeconfig is named), else the kubeconfig
+    (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``). One client, shared by all threads."""
+    configuration = k8s.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size  # watches + workers share the pool
+    return k8s.ApiClient(configuration)
+
+
+class KubeClient:
+    """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process."""
+
+    def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+        self.api_client = api_client
+        self.timeout = timeout
+
+    @property
+    def host(self) -> str:
+        return self.api_client.configuration.host
+
+    def _call(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
+              content_type: str | None = None, timeout: tuple[float, float] | None = None) -> urllib3.HTTPResponse:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
+        try:
+            return self.api_client.call_api(
+                path, method, query_params=params, header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+                _request_timeout=timeout or self.timeout,
+            )
+        except ApiException as err:
+            raise ApiError.from_exception(err) from None
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ApiError.from_exception(err) from None
+
+    def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
+                content_type: str | None = None, timeout: tuple[float, float] | None = None) -> Any:
+        response = self._call(method, path, query, body, content_type, timeout)
+        try:
+            data = response.data
+        finally:
+            response.release_conn()
+        return json.loads(data) if data else None
+
+    def request_raw(self, method: str, path: str, query: Mapping[str, Any] | None = None,
+                    timeout: tuple[float, float] | None = None) -> bytes:
+        """The body as bytes, for callers with their own decoder (e.g. a msgspec projection)."""
+        response = self._call(method, path, query, timeout=timeout)
+        try:
+            return response.data
+        finally:
+            response.release_conn()
+
+    def stream_lines(self, path: str, query: Mapping[str, Any],
+                     timeout: tuple[float, float] | None = None) -> Iterator[bytes]:
+        """A watch: one JSON event per line, until the server ends it or the read times out."""
+        response = self._call("GET", path, {**query, "watch": "true"}, timeout=timeout)
+        try:
+            pending = b""
+            for chunk in response.stream(64 * 1024, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield line
+            if pending.strip():
+                yield pending
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ApiError.from_exception(err) from None
+        finally:
+            response.release_conn()
+            response.close()
+
+    # -- conveniences --------------------------------------------------------------------------
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None,
+            subresource: str | None = None) -> dict[str, Any]:
+        return self.request("GET", resource.path(namespace, name, subresource))
+
+    def list(self, resource: Resource, namespace: str | None = None, **query: Any) -> dict[str, Any]:
+        return self.request("GET", resource.path(namespace), query)
+
+    def create(self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        return self.request("POST", resource.path(namespace), body=body)
+
+    def replace(self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None,
+                subresource: str | None = None) -> dict[str, Any]:
+        return self.request("PUT", resource.path(namespace, body["metadata"]["name"], subresource), body=body)
+
+    def patch(self, resource: Resource, name: str, patch: Any, namespace: str | None = None,
+              subresource: str | None = None, patch_type: str = "application/merge-patch+json") -> dict[str, Any]:
+        return self.request("PATCH", resource.path(namespace, name, subresource), body=patch, content_type=patch_type)
+
+    def delete(self, resource: Resource, name: str, namespace: str | None = None,
+               body: Mapping[str, Any] | None = None) -> None:
+        self.request("DELETE", resource.path(namespace, name), body=body)
