@@ -8,9 +8,11 @@ kubeconfig and in-cluster loading, TLS, auth (incl. rotating ServiceAccount toke
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -114,7 +116,11 @@ class KubeClient:
     """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process."""
 
     def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
-        self.api_client = api_client
+        # Our own ApiClient on the same configuration, with urllib3's transparent retries off: a
+        # retried watch would hide a dead connection, and every caller here owns its own retries.
+        configuration = copy.deepcopy(api_client.configuration)
+        configuration.retries = False
+        self.api_client = k8s.ApiClient(configuration)
         self.timeout = timeout
 
     @property
@@ -156,25 +162,10 @@ class KubeClient:
         finally:
             response.release_conn()
 
-    def stream_lines(self, path: str, query: Mapping[str, Any],
-                     timeout: tuple[float, float] | None = None) -> Iterator[bytes]:
-        """A watch: one JSON event per line, until the server ends it or the read times out."""
-        response = self._call("GET", path, {**query, "watch": "true"}, timeout=timeout)
-        try:
-            pending = b""
-            for chunk in response.stream(64 * 1024, decode_content=True):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield line
-            if pending.strip():
-                yield pending
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise ApiError.from_exception(err) from None
-        finally:
-            response.release_conn()
-            response.close()
+    def watch(self, path: str, query: Mapping[str, Any],
+              timeout: tuple[float, float] | None = None) -> "WatchStream":
+        """Open a watch; the read timeout doubles as the inactivity watchdog."""
+        return WatchStream(self._call("GET", path, {**query, "watch": "true"}, timeout=timeout))
 
     # -- conveniences --------------------------------------------------------------------------
 
@@ -199,3 +190,47 @@ class KubeClient:
     def delete(self, resource: Resource, name: str, namespace: str | None = None,
                body: Mapping[str, Any] | None = None) -> None:
         self.request("DELETE", resource.path(namespace, name), body=body)
+
+
+class WatchStream:
+    """One open watch response: iterate ``lines()``; ``abort()`` from another thread ends it now."""
+
+    def __init__(self, response: urllib3.HTTPResponse) -> None:
+        self._response = response
+        self._aborted = False
+
+    def lines(self) -> Iterator[bytes]:
+        pending = b""
+        try:
+            for chunk in self._response.stream(64 * 1024, decode_content=True):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    if line.strip():
+                        yield line
+            if pending.strip():
+                yield pending
+        except (urllib3.exceptions.HTTPError, OSError, AttributeError, ValueError) as err:
+            if self._aborted:
+                return
+            raise ApiError.from_exception(err) from None
+        finally:
+            self.close()
+
+    def abort(self) -> None:
+        """Unblock a reader stuck in recv(): shut the socket down under it."""
+        self._aborted = True
+        connection = getattr(self._response, "connection", None) or getattr(self._response, "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self._response.release_conn()
+            self._response.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+            pass

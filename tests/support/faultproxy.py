@@ -24,6 +24,7 @@ class _Conn:
     upstream: socket.socket | None
     thread: threading.Thread | None = None
     closed: threading.Event = field(default_factory=threading.Event)
+    paused: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
         self.closed.set()
@@ -94,9 +95,16 @@ class FaultProxy:
                 conn.thread.join(5)
         return len(conns)
 
-    def stall(self) -> None:
-        """Keep accepting and keep connections open, but forward no byte in either direction."""
+    def stall(self, timeout: float = 5.0) -> None:
+        """Keep accepting and keep connections open, but forward no byte in either direction.
+
+        Returns once every open connection's pump has stopped, so nothing sent afterwards passes."""
         self._stalled.set()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            if not conn.closed.is_set() and not conn.paused.wait(timeout):
+                raise TimeoutError("a proxied connection did not pause")
 
     def refuse(self) -> None:
         """Close the listening socket: new connections are refused; open ones are dropped."""
@@ -154,10 +162,14 @@ class FaultProxy:
         try:
             while not conn.closed.is_set():
                 if self._stalled.is_set():
+                    conn.paused.set()
                     conn.closed.wait(_TICK)
                     continue
+                conn.paused.clear()
                 readable, _, _ = select.select(list(peers), [], [], _TICK)
                 for sock in readable:
+                    if self._stalled.is_set():
+                        break  # leave the bytes in the kernel buffer
                     data = sock.recv(65536)
                     if not data:
                         return
