@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-integration controlplane cluster plan clean
+.PHONY: demo test test-fast test-integration controlplane cluster plan bench clean
 
 # The virtualenv, rebuilt when the package's dependencies change.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -39,6 +39,11 @@ test-integration: controlplane
 # A local control plane with the sample objects, in the foreground; kubeconfig in .cache/kubeconfig.
 cluster: controlplane
 	$(PY) -m tests.support.localcluster
+
+# Benchmarks (not tests): tables of time and memory against a baseline, on a real control plane.
+BENCH_ARGS ?=
+bench: controlplane
+	$(PY) -m bench.informer_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis *.egg-info
