@@ -70,9 +70,9 @@ def _sync(variant: str, kubeconfig: str, selector: str):
 
 
 def run_variant(variant: str, kubeconfig: str, selector: str, measure_memory: bool) -> dict:
-    import kmm_dtk.kube.informer  # noqa: F401 - import cost is not part of the measurement
-    import kubernetes.client  # noqa: F401
-
+    # Import cost is not part of the measurement.
+    __import__("kmm_dtk.kube.informer")
+    __import__("kubernetes.client")
     gc.collect()
     if measure_memory:
         tracemalloc.start()

@@ -6,7 +6,7 @@ Behaviour follows client-go's Reflector (``../shared/reference/controller-semant
   resourceVersion with bookmarks and a random server timeout in [300, 600] s.
 - A clean end of a watch re-watches from the last resourceVersion seen; no relist.
 - 410 Gone / Expired / "too large resource version" relists with ``resourceVersion=""`` (a quorum
-  read, paginated) and diffs the result against the cache, so objects deleted while the watch was
+  read) and diffs the result against the cache, so objects deleted while the watch was
   down produce delete events.
 - The client read timeout is the inactivity watchdog: with bookmarks every minute, ~90 s of
   silence means a dead or half-open connection, and the watch is reopened.
@@ -185,22 +185,24 @@ class Informer(Generic[T]):
         return {"labelSelector": self.label_selector, "fieldSelector": self.field_selector}
 
     def _list(self, quorum: bool) -> None:
-        """LIST (paginated for quorum reads) and reconcile the store with it."""
+        """LIST in pages and reconcile the store with it."""
         path = self.resource.path(self.namespace)
         items: list[T] = []
         token = ""
         rv = ""
         while True:
+            # Pages bound the response held in memory at once (a 5,000-Node list is ~100 MB of JSON).
             query = self._query()
-            if quorum:
-                query.update({"limit": self.page_size, "continue": token or None})
-            else:
+            query["limit"] = self.page_size
+            if token:
+                query["continue"] = token
+            elif not quorum:
                 query["resourceVersion"] = "0"
             page = self.decoder.decode_list(self.client.request_raw("GET", path, query, timeout=(5.0, 120.0)))
             items.extend(page.items)
             rv = page.resource_version or rv
             token = page.continue_token
-            if not quorum or not token:
+            if not token:
                 break
         self._replace(items)
         self.last_resource_version = rv
