@@ -89,7 +89,8 @@ class Manager:
         informers_ok = all(i.alive() for i in self.informers)
         with self._controllers_lock:
             controllers_ok = not self._controllers_started or all(c.alive() for c in self.controllers)
-        return informers_ok and controllers_ok
+        elector_ok = self.elector is None or self._stop.is_set() or not self.elector.join(0)
+        return informers_ok and controllers_ok and elector_ok
 
     def synced(self) -> bool:
         return all(i.has_synced() for i in self.informers)
