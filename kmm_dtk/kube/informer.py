@@ -64,6 +64,13 @@ class _Backoff:
         self.failures = 0
 
 
+def retry_delay(err: ApiError, backoff: float) -> float:
+    """The backoff, or longer if the server said when to come back (429 Retry-After)."""
+    if err.status == 429 and err.retry_after:
+        return max(backoff, err.retry_after)
+    return backoff
+
+
 class Informer(Generic[T]):
     def __init__(
         self,
@@ -162,9 +169,7 @@ class Informer(Generic[T]):
                     need_list = True
                     self._restarted("expired")
                     continue  # relisting right away is what recovers; the list itself backs off on error
-                delay = self._backoff.next_delay()
-                if err.status == 429 and err.retry_after:
-                    delay = max(delay, err.retry_after)
+                delay = retry_delay(err, self._backoff.next_delay())
                 reason = "throttled" if err.status == 429 else "error"
                 self._restarted(reason)
                 log.warning("list/watch failed, retrying", extra={
