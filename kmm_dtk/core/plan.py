@@ -94,12 +94,12 @@ class PlanEntry:
 class ClusterSnapshot:
     """What the planner reads. The operator builds it from informer caches, ``plan`` from files.
 
-    ``node_labels`` maps node name -> labels; ``node_kernels`` node name -> kernel key (nodes
-    without a readable kernel are absent); ``kernels`` is the kernel map's entries.
+    ``nodes_by_kernel`` maps each kernel key to the labels of the nodes running it (nodes without
+    a readable kernel are absent): a Module's kernels are found by checking a few nodes per kernel
+    rather than every node. ``kernels`` is the kernel map's entries.
     """
 
-    node_labels: Mapping[str, Mapping[str, str]]
-    node_kernels: Mapping[str, str]
+    nodes_by_kernel: Mapping[str, Iterable[Mapping[str, str]]]
     kernels: Mapping[str, KernelEntry]
     dtk: DtkIndex | None
     dtk_ref: tuple[str, str]
@@ -123,12 +123,8 @@ def content_hash(dockerfile: str, build_args: Mapping[str, str], secrets: Iterab
 
 
 def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
-    kernels = {
-        snapshot.node_kernels[node]
-        for node, labels in snapshot.node_labels.items()
-        if node in snapshot.node_kernels and module.selects(labels)
-    }
-    return sorted(kernels)
+    return sorted(kernel for kernel, nodes in snapshot.nodes_by_kernel.items()
+                  if any(module.selects(labels) for labels in nodes))
 
 
 def plan_module(raw_module: Mapping[str, Any], snapshot: ClusterSnapshot) -> list[PlanEntry]:
@@ -263,17 +259,15 @@ def snapshot_from_objects(
 ) -> tuple[ClusterSnapshot, tuple[str, ...]]:
     """Build a snapshot from plain objects; also returns the per-node problems found."""
     kernel_map = KernelMap()
-    labels: dict[str, Mapping[str, str]] = {}
-    node_kernels: dict[str, str] = {}
+    nodes_by_kernel: dict[str, list[Mapping[str, str]]] = {}
     problems: list[str] = []
     for node in nodes:
         versions = node_versions(node)
         kernel_map.upsert(versions)
         meta = node.get("metadata") if isinstance(node.get("metadata"), Mapping) else {}
         raw_labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
-        labels[versions.name] = {str(k): str(v) for k, v in raw_labels.items()}
         if versions.kernel is not None:
-            node_kernels[versions.name] = versions.kernel
+            nodes_by_kernel.setdefault(versions.kernel, []).append({str(k): str(v) for k, v in raw_labels.items()})
         if versions.reason:
             problems.append(versions.reason)
     cms: dict[tuple[str, str], Mapping[str, str]] = {}
@@ -282,8 +276,7 @@ def snapshot_from_objects(
         data = cm.get("data") if isinstance(cm.get("data"), Mapping) else {}
         cms[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = data
     snapshot = ClusterSnapshot(
-        node_labels=labels,
-        node_kernels=node_kernels,
+        nodes_by_kernel=nodes_by_kernel,
         kernels=kernel_map.entries(),
         dtk=dtk_index(imagestream) if imagestream is not None else None,
         dtk_ref=dtk_ref,

@@ -90,19 +90,22 @@ def _get(obj: Any, *path: str) -> Any:
 
 def node_versions(node: Mapping[str, Any]) -> NodeVersions:
     """Read a Node object (a dict). Never raises: a Node it cannot read gets a reason instead."""
-    name = _get(node, "metadata", "name")
+    labels = _get(node, "metadata", "labels")
+    return versions_of(_get(node, "metadata", "name"), _get(node, "status", "nodeInfo", "kernelVersion"),
+                       _get(node, "status", "nodeInfo", "osImage"), labels if isinstance(labels, Mapping) else {})
+
+
+def versions_of(name: Any, raw_kernel: Any, os_image: Any, labels: Mapping[str, Any]) -> NodeVersions:
+    """The same from a Node's fields (the operator caches a projection, not the object)."""
     name = name if isinstance(name, str) and name else "<unnamed>"
-    raw_kernel = _get(node, "status", "nodeInfo", "kernelVersion")
     if not isinstance(raw_kernel, str) or not kernel_key(raw_kernel):
         return NodeVersions(name, None, None, f"node {name}: status.nodeInfo.kernelVersion is missing or empty")
     kernel = kernel_key(raw_kernel)
-
-    os_image = _get(node, "status", "nodeInfo", "osImage")
     try:
         return NodeVersions(name, kernel, parse_rhcos(os_image))
     except ValueError as err:
         os_error = str(err)
-    label = _get(node, "metadata", "labels", NFD_OSTREE_LABEL)
+    label = labels.get(NFD_OSTREE_LABEL)
     if isinstance(label, str):
         try:
             return NodeVersions(name, kernel, parse_rhcos(label))
