@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence, TextIO
 
@@ -42,10 +43,96 @@ def _build_parser() -> argparse.ArgumentParser:
     plan.add_argument("-o", "--output", choices=("table", "json"), default="table")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any entry is an error")
     plan.add_argument("--dtk-imagestream", type=imagestream_ref,
-                      default=(DEFAULT_DTK_NAMESPACE, DEFAULT_DTK_NAME), metavar="NAMESPACE/NAME",
+                      default=f"{DEFAULT_DTK_NAMESPACE}/{DEFAULT_DTK_NAME}", metavar="NAMESPACE/NAME",
                       help="the driver-toolkit ImageStream (default: %(default)s)")
     plan.set_defaults(func=_cmd_plan)
+
+    run = sub.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator: in a pod with its in-cluster config, locally with a kubeconfig. "
+        "Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when the leader lease was lost, 2 on bad flags.",
+    )
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG "
+                     "or ~/.kube/config)")
+    run.add_argument("--context", help="kubeconfig context")
+    run.add_argument("--namespace", action="append", default=[], metavar="NS",
+                     help="watch Modules, ConfigMaps and Builds only in NS (repeatable; default: all namespaces)")
+    run.add_argument("--dtk-imagestream", type=imagestream_ref, default=f"{DEFAULT_DTK_NAMESPACE}/{DEFAULT_DTK_NAME}",
+                     metavar="NAMESPACE/NAME", help="the driver-toolkit ImageStream (default: %(default)s)")
+    run.add_argument("--workers", type=_positive_int, default=4, help="module reconcile workers (default: 4)")
+    run.add_argument("--metrics-bind-address", default=":8080", help="[HOST]:PORT for /metrics (default: :8080)")
+    run.add_argument("--health-probe-bind-address", default=":8081",
+                     help="[HOST]:PORT for /healthz and /readyz (default: :8081)")
+    run.add_argument("--leader-elect", action="store_true", help="run only while holding the leader Lease")
+    run.add_argument("--leader-election-namespace", default=None,
+                     help="namespace of the Lease (default: the pod's namespace, else kmm-dtk-system)")
+    run.add_argument("--leader-election-id", default="kmm-dtk", help="name of the Lease (default: kmm-dtk)")
+    run.add_argument("--log-format", choices=("json", "text"), default="text")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run.add_argument("--dry-run", action="store_true",
+                     help="log the Builds, status and Events it would write, and write nothing")
+    run.add_argument("--assume-missing", action="store_true", default=True,
+                     help="treat every target image as missing, so a Build is created for each planned kernel "
+                     "without one (currently the only mode: there is no registry check yet)")
+    run.set_defaults(func=_cmd_run)
     return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _pod_namespace() -> str | None:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    import signal
+    import socket
+
+    from kmm_dtk.kube.client import KubeClient, load_api_client
+    from kmm_dtk.kube.manager import LeaderElectionConfig
+    from kmm_dtk.observability import logs
+    from kmm_dtk.observability.http import parse_bind_address
+    from kmm_dtk.operator.app import OperatorOptions, build_operator
+
+    logs.configure(args.log_format, args.log_level)
+    for address in (args.metrics_bind_address, args.health_probe_bind_address):
+        try:
+            parse_bind_address(address)
+        except ValueError as err:
+            print(f"kmm-dtk run: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        api_client = load_api_client(args.kubeconfig, args.context, pool_size=args.workers + 16)
+    except Exception as err:  # noqa: BLE001 - the kubernetes loader raises many kinds
+        print(f"kmm-dtk run: cannot load cluster config: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    identity = os.environ.get("POD_NAME") or socket.gethostname()
+    election = None
+    if args.leader_elect:
+        namespace = args.leader_election_namespace or _pod_namespace() or "kmm-dtk-system"
+        election = LeaderElectionConfig(args.leader_election_id, namespace, identity=identity)
+    options = OperatorOptions(
+        namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
+        dry_run=args.dry_run, identity=identity, metrics_address=args.metrics_bind_address,
+        health_address=args.health_probe_bind_address, leader_election=election,
+    )
+    operator = build_operator(KubeClient(api_client), options)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: operator.stop())
+    return operator.run()
 
 
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:

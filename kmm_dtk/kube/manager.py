@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -67,6 +67,7 @@ class Manager:
         self._controllers_lock = threading.Lock()
         self._controllers_started = False
         self._servers: list[EndpointServer] = []
+        self._synced_hooks: list[Callable[[], None]] = []
         self._leader_gauge = Gauge("leader_election_master_status",
                                    "1 if this replica leads the named lease, else 0 (client-go's metric)",
                                    ["name"], registry=self.registry)
@@ -78,6 +79,10 @@ class Manager:
     def add_controller(self, controller: Controller) -> Controller:
         self.controllers.append(controller)
         return controller
+
+    def add_synced_hook(self, hook: Callable[[], None]) -> None:
+        """Run once the caches have synced, before any controller starts (e.g. to prime state)."""
+        self._synced_hooks.append(hook)
 
     def stop(self) -> None:
         """Ask ``run()`` to shut down (e.g. from a SIGTERM handler)."""
@@ -113,11 +118,14 @@ class Manager:
                 informer.start()
             if not self._wait_for_sync():
                 return EXIT_OK  # stopped before the caches synced
+            for hook in self._synced_hooks:
+                hook()
             if self.leader_election is None:
                 self._start_controllers()
             else:
                 self._campaign()
-            self._stop.wait()
+            while not self._stop.wait(1.0):  # timed: an untimed wait can hold off signal handlers
+                pass
             return EXIT_LOST_LEASE if self._lost.is_set() else EXIT_OK
         finally:
             self._shutdown()

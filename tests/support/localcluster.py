@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nkube-apiserver {plane.host} is ready (logs in {args.workdir}).")
         print(f"  export KUBECONFIG={args.kubeconfig}")
         print("Press Ctrl-C to stop.", flush=True)
-        stop.wait()
+        while not stop.wait(1):  # a timed wait: signals are handled promptly on every platform
+            pass
         print("stopping...", flush=True)
     return 0
 

@@ -1,0 +1,2 @@
+"""The operator: node and module reconcilers, Build submission, Module status and Events,
+wired onto the controller runtime in kmm_dtk.kube."""

@@ -1,0 +1,169 @@
+"""Read views over the informers' caches, shaped for the reconcilers and the planner.
+
+Everything here reads frozen cached objects; nothing calls the API.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Iterator, Mapping
+
+from kmm_dtk.core.dtk import DtkIndex, dtk_index
+from kmm_dtk.core.kernel_map import KernelMap
+from kmm_dtk.core.plan import ClusterSnapshot
+from kmm_dtk.core.versions import kernel_key
+from kmm_dtk.kube.decode import NodeSummary
+from kmm_dtk.kube.informer import Informer
+from kmm_dtk.kube.frozen import EMPTY
+
+KERNEL_INDEX = "kernel"
+CONFIGMAP_INDEX = "configmap"
+OWNER_INDEX = "owner"
+
+
+class Cache:
+    """One resource read through one informer per watched namespace (or one for all)."""
+
+    def __init__(self, informers: list[Informer[Any]]) -> None:
+        self.informers = informers
+
+    def _for_key(self, key: str) -> list[Informer[Any]]:
+        namespace = key.split("/", 1)[0] if "/" in key else None
+        return [i for i in self.informers if i.namespace in (None, namespace)]
+
+    def get(self, key: str) -> Any:
+        for informer in self._for_key(key):
+            found = informer.store.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def list(self) -> list[Any]:
+        return [obj for informer in self.informers for obj in informer.store.list()]
+
+    def by_index(self, name: str, value: str) -> list[Any]:
+        return [obj for informer in self.informers for obj in informer.store.by_index(name, value)]
+
+    def index_values(self, name: str) -> set[str]:
+        return {v for informer in self.informers for v in informer.store.index_values(name)}
+
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in self.informers)
+
+
+def node_kernel_index(node: NodeSummary) -> list[str]:
+    key = kernel_key(node.kernel_version)
+    return [key] if key else []
+
+
+def module_configmap_index(module: Mapping[str, Any]) -> list[str]:
+    """``namespace/name`` of every Dockerfile ConfigMap a Module names (container and mappings)."""
+    meta = module.get("metadata") or EMPTY
+    container = (((module.get("spec") or EMPTY).get("moduleLoader") or EMPTY).get("container") or EMPTY)
+    builds = [container.get("build")] + [m.get("build") for m in container.get("kernelMappings") or ()
+                                         if isinstance(m, Mapping)]
+    names = set()
+    for build in builds:
+        if isinstance(build, Mapping) and isinstance(build.get("dockerfileConfigMap"), Mapping):
+            name = build["dockerfileConfigMap"].get("name")
+            if isinstance(name, str) and name:
+                names.add(f"{meta.get('namespace')}/{name}")
+    return sorted(names)
+
+
+def selector_of(module: Mapping[str, Any]) -> Mapping[str, str] | None:
+    selector = (module.get("spec") or EMPTY).get("selector")
+    return selector if isinstance(selector, Mapping) else None
+
+
+def selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return selector is not None and all(labels.get(k) == v for k, v in selector.items())
+
+
+def module_key(module: Mapping[str, Any]) -> str:
+    meta = module["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+class _NodesByKernel(Mapping[str, Iterable[Mapping[str, str]]]):
+    """kernel -> labels of the nodes running it, read lazily from the node cache's index."""
+
+    def __init__(self, nodes: Cache) -> None:
+        self._nodes = nodes
+        self._kernels = sorted(nodes.index_values(KERNEL_INDEX))
+
+    def __getitem__(self, kernel: str) -> Iterable[Mapping[str, str]]:
+        return (node.labels for node in self._nodes.by_index(KERNEL_INDEX, kernel))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kernels)
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+
+class _ConfigMapData(Mapping[tuple[str, str], Mapping[str, str]]):
+    def __init__(self, configmaps: Cache) -> None:
+        self._configmaps = configmaps
+
+    def __getitem__(self, key: tuple[str, str]) -> Mapping[str, str]:
+        found = self._configmaps.get(f"{key[0]}/{key[1]}")
+        if found is None:
+            raise KeyError(key)
+        return found.get("data") or EMPTY
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for cm in self._configmaps.list():
+            yield (cm["metadata"]["namespace"], cm["metadata"]["name"])
+
+    def __len__(self) -> int:
+        return len(self._configmaps.list())
+
+
+class ClusterView:
+    """The caches the reconcilers share, and the snapshot the planner reads."""
+
+    def __init__(self, nodes: Cache, modules: Cache, configmaps: Cache, imagestreams: Cache, builds: Cache,
+                 kernel_map: KernelMap, dtk_ref: tuple[str, str]) -> None:
+        self.nodes = nodes
+        self.modules = modules
+        self.configmaps = configmaps
+        self.imagestreams = imagestreams
+        self.builds = builds
+        self.kernel_map = kernel_map
+        self.dtk_ref = dtk_ref
+        self._dtk_lock = threading.Lock()
+        self._dtk_cached: tuple[Any, DtkIndex | None] = (None, None)
+
+    def dtk(self) -> DtkIndex | None:
+        stream = self.imagestreams.get(f"{self.dtk_ref[0]}/{self.dtk_ref[1]}")
+        with self._dtk_lock:
+            if self._dtk_cached[0] is not stream:  # frozen objects: a new object means a new version
+                self._dtk_cached = (stream, dtk_index(stream) if stream is not None else None)
+            return self._dtk_cached[1]
+
+    def snapshot(self) -> ClusterSnapshot:
+        return ClusterSnapshot(
+            nodes_by_kernel=_NodesByKernel(self.nodes),
+            kernels=self.kernel_map.entries(),
+            dtk=self.dtk(),
+            dtk_ref=self.dtk_ref,
+            configmaps=_ConfigMapData(self.configmaps),
+        )
+
+    def modules_selecting(self, label_sets: Iterable[Mapping[str, str]]) -> set[str]:
+        label_sets = list(label_sets)
+        return {module_key(m) for m in self.modules.list()
+                if any(selects(selector_of(m), labels) for labels in label_sets)}
+
+    def modules_for_kernels(self, kernels: Iterable[str]) -> set[str]:
+        """Modules that select at least one node running one of ``kernels``."""
+        kernels = set(kernels)
+        if not kernels:
+            return set()
+        found = set()
+        for module in self.modules.list():
+            selector = selector_of(module)
+            if any(selects(selector, node.labels) for k in kernels for node in self.nodes.by_index(KERNEL_INDEX, k)):
+                found.add(module_key(module))
+        return found

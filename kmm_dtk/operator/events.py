@@ -1,0 +1,52 @@
+"""Kubernetes Events on Modules. Best effort: a failed Event is logged, never a failed reconcile."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any, Mapping
+
+from kmm_dtk.kube.client import ApiError, KubeClient
+from kmm_dtk.operator.resources import EVENTS
+from kmm_dtk.operator.status import EventSpec, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "kmm-dtk"
+
+
+class EventRecorder:
+    def __init__(self, client: KubeClient, instance: str, dry_run: bool = False) -> None:
+        self.client = client
+        self.instance = instance
+        self.dry_run = dry_run
+
+    def emit(self, obj: Mapping[str, Any], event: EventSpec) -> None:
+        meta = obj["metadata"]
+        fields = {"module_": f"{meta['namespace']}/{meta['name']}", "reason": event.reason, "type": event.type}
+        log.log(logging.WARNING if event.type == "Warning" else logging.INFO, event.message,
+                extra={**fields, "event": True})
+        if self.dry_run:
+            return
+        now = now_rfc3339()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", "Module"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
+                               "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.client.create(EVENTS, body, meta["namespace"])
+        except ApiError as err:
+            log.warning("could not record event", extra={**fields, "error": str(err)})

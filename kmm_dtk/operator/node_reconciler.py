@@ -1,0 +1,84 @@
+"""The node reconciler: keeps the kernel -> RHCOS map and enqueues the Modules a change concerns.
+
+A change to one node concerns the Modules that select it (by its labels before or after the
+change): their set of kernels may have changed. A change of the RHCOS that wins for a kernel
+concerns every Module that selects any node running that kernel: its DTK image may have changed.
+Nothing else is enqueued, so kubelet heartbeats and unrelated label edits do no work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, NamedTuple
+
+from kmm_dtk.core.versions import versions_of
+from kmm_dtk.kube.decode import NodeSummary
+from kmm_dtk.operator.caches import ClusterView
+
+log = logging.getLogger(__name__)
+
+
+class _Seen(NamedTuple):
+    kernel: str | None
+    rhcos: str | None
+    labels: object
+
+
+def node_changed(old: NodeSummary, new: NodeSummary) -> bool:
+    """Informer update filter: only what the decision depends on."""
+    return (old.kernel_version, old.os_image, old.labels, old.uid) != (new.kernel_version, new.os_image,
+                                                                        new.labels, new.uid)
+
+
+class NodeReconciler:
+    def __init__(self, view: ClusterView, enqueue_module: Callable[[str], None]) -> None:
+        self.view = view
+        self.enqueue_module = enqueue_module
+        self._lock = threading.Lock()
+        self._seen: dict[str, _Seen] = {}
+
+    def prime(self) -> None:
+        """Fill the map from the synced cache before any Module is planned, without enqueuing:
+        the Modules' own add events plan them once, against a complete map."""
+        seen = {}
+        versions = []
+        for node in self.view.nodes.list():
+            v = versions_of(node.name, node.kernel_version, node.os_image, node.labels)
+            versions.append(v)
+            seen[node.name] = _Seen(v.kernel, str(v.rhcos) if v.rhcos else None, node.labels)
+        self.view.kernel_map.replace_all(versions)
+        with self._lock:
+            self._seen = seen
+        log.info("kernel map primed", extra={"nodes": len(seen), "kernels": len(self.view.kernel_map)})
+
+    def reconcile(self, name: str) -> None:
+        node: NodeSummary | None = self.view.nodes.get(name)
+        with self._lock:
+            previous = self._seen.get(name)
+        if node is None:
+            changed = self.view.kernel_map.remove(name)
+            with self._lock:
+                self._seen.pop(name, None)
+            label_sets = [previous.labels] if previous else []
+            affected = set(changed)
+        else:
+            versions = versions_of(node.name, node.kernel_version, node.os_image, node.labels)
+            if versions.reason:
+                log.warning("node versions unreadable", extra={"node": name, "reason": versions.reason})
+            changed = self.view.kernel_map.upsert(versions)
+            current = _Seen(versions.kernel, str(versions.rhcos) if versions.rhcos else None, node.labels)
+            with self._lock:
+                self._seen[name] = current
+            if previous == current and not changed:
+                return
+            label_sets = [node.labels] + ([previous.labels] if previous and previous.labels != node.labels else [])
+            affected = set(changed)
+            if previous and previous.rhcos != current.rhcos and current.kernel:
+                affected.add(current.kernel)  # another RHCOS for this kernel may change its DTK fallback
+        modules = self.view.modules_selecting(label_sets) | self.view.modules_for_kernels(affected)
+        if modules or changed:
+            log.info("node changed", extra={"node": name, "kernels_changed": sorted(changed),
+                                            "modules": len(modules)})
+        for key in sorted(modules):
+            self.enqueue_module(key)

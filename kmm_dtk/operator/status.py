@@ -1,0 +1,149 @@
+"""Module status and the Events that its changes deserve (pure).
+
+Status is computed from scratch on every reconcile and written only when it differs, so a
+steady cluster makes no writes. Events come from comparing the new per-kernel records with the
+ones already in status: they fire on transitions, so a restart does not repeat them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from kmm_dtk.core.plan import Action, PlanEntry
+
+PENDING, BUILDING, SUCCEEDED, FAILED, EXISTS, ERROR = "Pending", "Building", "Succeeded", "Failed", "Exists", "Error"
+DONE_PHASES = frozenset({SUCCEEDED, EXISTS})
+
+NORMAL, WARNING = "Normal", "Warning"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    reason: str
+    message: str
+
+
+def phase_of_build(build_phase: str) -> str:
+    if build_phase == "Complete":
+        return SUCCEEDED
+    if build_phase in ("Failed", "Error", "Cancelled"):
+        return FAILED
+    if build_phase in ("Pending", "Running"):
+        return BUILDING
+    return PENDING
+
+
+def kernel_record(entry: PlanEntry, phase: str, message: str, build_name: str = "",
+                  previous: Mapping[str, Any] | None = None, now: str | None = None) -> dict[str, Any]:
+    record = {
+        "kernel": entry.kernel or "",
+        "rhcos": entry.rhcos or "",
+        "dtkImage": entry.dtk_image or "",
+        "image": entry.image or "",
+        "hash": entry.hash or "",
+        "phase": phase,
+        "buildName": build_name,
+        "message": message,
+    }
+    unchanged = previous is not None and all(previous.get(k) == record[k] for k in ("phase", "hash", "message"))
+    record["lastTransitionTime"] = (previous or {}).get("lastTransitionTime") if unchanged else None
+    record["lastTransitionTime"] = record["lastTransitionTime"] or now or now_rfc3339()
+    return {k: v for k, v in record.items() if v != ""}
+
+
+def _condition(kind: str, status: bool, reason: str, message: str, generation: int | None,
+               previous: Mapping[str, Mapping[str, Any]], now: str) -> dict[str, Any]:
+    value = "True" if status else "False"
+    old = previous.get(kind) or {}
+    same = old.get("status") == value and old.get("reason") == reason and old.get("message") == message
+    condition = {"type": kind, "status": value, "reason": reason, "message": message[:32768],
+                 "lastTransitionTime": old.get("lastTransitionTime") if same and old.get("lastTransitionTime") else now}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry], generation: int | None,
+               previous: Iterable[Mapping[str, Any]] = (), now: str | None = None) -> list[dict[str, Any]]:
+    """Ready / Progressing / Degraded, each with a reason a person can act on."""
+    now = now or now_rfc3339()
+    previous_by_type = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
+    records = list(records)
+    errors = list(errors)
+    failed = [r for r in records if r["phase"] == FAILED]
+    progressing = [r for r in records if r["phase"] in (PENDING, BUILDING)]
+
+    if errors:
+        first = errors[0]
+        degraded = (True, first.reason_code.value, "; ".join(_describe(e) for e in errors))
+    elif failed:
+        degraded = (True, "BuildFailed", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in failed))
+    else:
+        degraded = (False, "AsExpected", "no errors")
+
+    if progressing:
+        prog = (True, "Building", ", ".join(f"{r['kernel']} ({r['phase'].lower()})" for r in progressing))
+    else:
+        prog = (False, "Idle", "no build in progress")
+
+    if not records and not errors:
+        ready = (True, "NothingToBuild", "no selected node runs a kernel that this Module builds for")
+    elif errors or failed:
+        ready = (False, degraded[1], degraded[2])
+    elif progressing:
+        ready = (False, "Building", prog[2])
+    else:
+        ready = (True, "AllImagesBuilt", f"driver images ready for {len(records)} kernel(s)")
+    return [
+        _condition("Ready", *ready, generation, previous_by_type, now),
+        _condition("Progressing", *prog, generation, previous_by_type, now),
+        _condition("Degraded", *degraded, generation, previous_by_type, now),
+    ]
+
+
+def _describe(entry: PlanEntry) -> str:
+    return f"kernel {entry.kernel}: {entry.reason}" if entry.kernel else entry.reason
+
+
+def error_entries(entries: Iterable[PlanEntry]) -> list[PlanEntry]:
+    return [e for e in entries if e.action is Action.ERROR]
+
+
+def status_body(records: list[dict[str, Any]], conds: list[dict[str, Any]], generation: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"conditions": conds, "kernels": sorted(records, key=lambda r: r["kernel"])}
+    if generation is not None:
+        body["observedGeneration"] = generation
+    return body
+
+
+def transition_events(previous: Mapping[str, Mapping[str, Any]], records: Iterable[Mapping[str, Any]],
+                      errors: Iterable[PlanEntry], previous_conditions: Iterable[Mapping[str, Any]]) -> list[EventSpec]:
+    """Events for what changed since the status we last wrote."""
+    events: list[EventSpec] = []
+    for record in records:
+        old = previous.get(record["kernel"]) or {}
+        if old.get("phase") == record["phase"] and old.get("hash") == record.get("hash"):
+            continue
+        build = record.get("buildName", "")
+        if record["phase"] == SUCCEEDED:
+            events.append(EventSpec(NORMAL, "BuildimageSucceeded",
+                                    f"Build {build} succeeded: {record.get('image')} for kernel {record['kernel']}"))
+        elif record["phase"] == FAILED:
+            events.append(EventSpec(WARNING, "BuildimageFailed",
+                                    f"Build {build} for kernel {record['kernel']} failed: {record.get('message', '')}. "
+                                    "It is not retried until its inputs change or "
+                                    "spec.imageRebuildTriggerGeneration is bumped"))
+    old_degraded = next((c for c in previous_conditions if c.get("type") == "Degraded"), {})
+    for entry in errors:
+        message = _describe(entry)
+        if old_degraded.get("status") == "True" and message in str(old_degraded.get("message", "")):
+            continue  # already reported
+        events.append(EventSpec(WARNING, entry.reason_code.value, message))
+    return events
