@@ -16,11 +16,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The main job: plan the driver builds of the sample cluster (the design document's upgrade).
-demo: $(VENV)/.installed
-	$(VENV)/bin/kmm-dtk plan -f examples/design-cluster.yaml
+# The main job: a local control plane with the sample cluster (the design document's upgrade)
+# and the operator running against it; it prints the Builds it creates. Ctrl-C stops everything.
+DEMO_ARGS ?=
+demo: controlplane
+	$(PY) -m tests.support.localcluster --operator $(DEMO_ARGS)
 
-plan: demo
+# The same decisions offline, from a dump of cluster objects.
+plan: $(VENV)/.installed
+	$(VENV)/bin/kmm-dtk plan -f examples/design-cluster.yaml
 
 # kube-apiserver + etcd for the tests, built once per machine into ~/.cache/kmm-dtk.
 controlplane: $(VENV)/.installed

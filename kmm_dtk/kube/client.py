@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
@@ -115,13 +116,15 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None,
 class KubeClient:
     """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process."""
 
-    def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+                 metrics: Any = None) -> None:
         # Our own ApiClient on the same configuration, with urllib3's transparent retries off: a
         # retried watch would hide a dead connection, and every caller here owns its own retries.
         configuration = copy.deepcopy(api_client.configuration)
         configuration.retries = False
         self.api_client = k8s.ApiClient(configuration)
         self.timeout = timeout
+        self.metrics = metrics  # an ApiMetrics-like object with observe(method, path, watch, code, seconds)
 
     @property
     def host(self) -> str:
@@ -133,16 +136,24 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
+        started, code = time.monotonic(), 0
         try:
-            return self.api_client.call_api(
+            response = self.api_client.call_api(
                 path, method, query_params=params, header_params=headers, body=body,
                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
                 _request_timeout=timeout or self.timeout,
             )
+            code = response.status
+            return response
         except ApiException as err:
+            code = err.status or 0
             raise ApiError.from_exception(err) from None
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise ApiError.from_exception(err) from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(method, path, (query or {}).get("watch") == "true", code,
+                                     time.monotonic() - started)
 
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
                 content_type: str | None = None, timeout: tuple[float, float] | None = None) -> Any:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from kmm_dtk.core.dtk import dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
@@ -23,6 +23,7 @@ from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.kube.informer import EventHandler, Informer
 from kmm_dtk.kube.manager import LeaderElectionConfig, Manager
 from kmm_dtk.kube.workqueue import RateLimitingQueue
+from kmm_dtk.observability.api_metrics import ApiMetrics
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.operator.builds import build_owner_key, build_phase
@@ -80,6 +81,8 @@ def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageChecker | None = None,
                    registry: CollectorRegistry | None = None) -> Operator:
     registry = registry or CollectorRegistry()
+    ProcessCollector(registry=registry)
+    client.metrics = client.metrics or ApiMetrics(registry)
     informer_metrics = InformerMetrics(registry)
     controller_metrics = ControllerMetrics(registry)
     manager = Manager(client, registry=registry, metrics_address=options.metrics_address,

@@ -83,3 +83,19 @@ def test_suite_runs_against_an_existing_cluster(cluster, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed, 1 skipped" in result.stdout, result.stdout
+
+
+def test_make_demo_runs_the_operator_and_shows_its_builds(tmp_path):
+    """The README's first command, minus the waiting for Ctrl-C."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.localcluster", "--operator", "--once",
+         "--workdir", str(tmp_path / "cp"), "--kubeconfig", str(tmp_path / "kubeconfig")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout.split("Builds created by the operator:\n", 1)[1].splitlines()
+    assert table[0].startswith("BUILD")
+    assert {line.split()[1]: line.split()[2].split("@")[1] for line in table[1:3]} == {
+        "4.18.0-305.49.1.el8_4.x86_64": "sha256:84edddb4322cfe50d8545c41014a8f5595a4260a20d9a269e144909c5949582b",
+        "4.18.0-372.16.1.el8_6.x86_64": "sha256:484c9fe9900020e9b8f5601cbe86d054fe47a6f16e8d9dc6ecbfd58bffd1ad4b",
+    }
