@@ -29,13 +29,11 @@ from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.operator.builds import build_owner_key, build_phase
 from kmm_dtk.operator.caches import (
     CONFIGMAP_INDEX,
-    KERNEL_INDEX,
     OWNER_INDEX,
     Cache,
     ClusterView,
     module_configmap_index,
     module_key,
-    node_kernel_index,
 )
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.module_reconciler import ImageChecker, ModuleReconciler
@@ -97,7 +95,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
         return Cache(made)
 
     dtk_ns, dtk_name = options.dtk_imagestream
-    nodes = informers(NODES, "nodes", (), decoder=NodeDecoder(), indexers={KERNEL_INDEX: node_kernel_index})
+    nodes = informers(NODES, "nodes", (), decoder=NodeDecoder())
     modules = informers(MODULES, "modules", decoder=JsonDecoder("Module"),
                         indexers={CONFIGMAP_INDEX: module_configmap_index})
     configmaps = informers(CONFIGMAPS, "configmaps", decoder=JsonDecoder("ConfigMap"))

@@ -11,12 +11,9 @@ from typing import Any, Iterable, Iterator, Mapping
 from kmm_dtk.core.dtk import DtkIndex, dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
 from kmm_dtk.core.plan import ClusterSnapshot
-from kmm_dtk.core.versions import kernel_key
-from kmm_dtk.kube.decode import NodeSummary
 from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.frozen import EMPTY
 
-KERNEL_INDEX = "kernel"
 CONFIGMAP_INDEX = "configmap"
 OWNER_INDEX = "owner"
 
@@ -51,11 +48,6 @@ class Cache:
         return all(i.has_synced() for i in self.informers)
 
 
-def node_kernel_index(node: NodeSummary) -> list[str]:
-    key = kernel_key(node.kernel_version)
-    return [key] if key else []
-
-
 def module_configmap_index(module: Mapping[str, Any]) -> list[str]:
     """``namespace/name`` of every Dockerfile ConfigMap a Module names (container and mappings)."""
     meta = module.get("metadata") or EMPTY
@@ -85,15 +77,64 @@ def module_key(module: Mapping[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}"
 
 
-class _NodesByKernel(Mapping[str, Iterable[Mapping[str, str]]]):
-    """kernel -> labels of the nodes running it, read lazily from the node cache's index."""
+class NodeTable:
+    """The nodes as the node reconciler has applied them: name -> (kernel, labels), by kernel.
 
-    def __init__(self, nodes: Cache) -> None:
-        self._nodes = nodes
-        self._kernels = sorted(nodes.index_values(KERNEL_INDEX))
+    Planning reads this, not the informer's cache, so that a Module is planned against the same
+    nodes that fed the kernel -> RHCOS map: the cache runs ahead of the reconciler, and a kernel
+    seen in the cache but not yet in the map would look like a node with no RHCOS.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._nodes: dict[str, tuple[str | None, Mapping[str, str]]] = {}
+        self._by_kernel: dict[str, set[str]] = {}
+
+    def put(self, name: str, kernel: str | None, labels: Mapping[str, str]) -> None:
+        with self._lock:
+            self._remove_locked(name)
+            self._nodes[name] = (kernel, labels)
+            if kernel:
+                self._by_kernel.setdefault(kernel, set()).add(name)
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._remove_locked(name)
+
+    def replace(self, nodes: Iterable[tuple[str, str | None, Mapping[str, str]]]) -> None:
+        with self._lock:
+            self._nodes.clear()
+            self._by_kernel.clear()
+        for name, kernel, labels in nodes:
+            self.put(name, kernel, labels)
+
+    def kernels(self) -> list[str]:
+        with self._lock:
+            return sorted(self._by_kernel)
+
+    def labels_running(self, kernel: str, exclude: str | None = None) -> list[Mapping[str, str]]:
+        with self._lock:
+            return [self._nodes[n][1] for n in self._by_kernel.get(kernel, ()) if n != exclude]
+
+    def _remove_locked(self, name: str) -> None:
+        old = self._nodes.pop(name, None)
+        if old and old[0]:
+            names = self._by_kernel.get(old[0])
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._by_kernel[old[0]]
+
+
+class _NodesByKernel(Mapping[str, Iterable[Mapping[str, str]]]):
+    """kernel -> labels of the nodes running it, read lazily from the node table."""
+
+    def __init__(self, table: NodeTable) -> None:
+        self._table = table
+        self._kernels = table.kernels()
 
     def __getitem__(self, kernel: str) -> Iterable[Mapping[str, str]]:
-        return (node.labels for node in self._nodes.by_index(KERNEL_INDEX, kernel))
+        return self._table.labels_running(kernel)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._kernels)
@@ -131,6 +172,7 @@ class ClusterView:
         self.imagestreams = imagestreams
         self.builds = builds
         self.kernel_map = kernel_map
+        self.node_table = NodeTable()
         self.dtk_ref = dtk_ref
         self._dtk_lock = threading.Lock()
         self._dtk_cached: tuple[Any, DtkIndex | None] = (None, None)
@@ -144,7 +186,7 @@ class ClusterView:
 
     def snapshot(self) -> ClusterSnapshot:
         return ClusterSnapshot(
-            nodes_by_kernel=_NodesByKernel(self.nodes),
+            nodes_by_kernel=_NodesByKernel(self.node_table),
             kernels=self.kernel_map.entries(),
             dtk=self.dtk(),
             dtk_ref=self.dtk_ref,
@@ -164,6 +206,6 @@ class ClusterView:
         found = set()
         for module in self.modules.list():
             selector = selector_of(module)
-            if any(selects(selector, node.labels) for k in kernels for node in self.nodes.by_index(KERNEL_INDEX, k)):
+            if any(selects(selector, labels) for k in kernels for labels in self.node_table.labels_running(k)):
                 found.add(module_key(module))
         return found

@@ -66,6 +66,13 @@ class _Outcome:
     events: tuple[EventSpec, ...] = ()
 
 
+def _phase_message(name: str, phase: str) -> str:
+    """The same words whether the Build was just created or seen in the cache: no status churn."""
+    if phase in ("New", "Pending"):
+        return f"Build {name} created, waiting to run"
+    return f"Build {name} is {phase}"
+
+
 class ModuleReconciler:
     def __init__(self, view: ClusterView, client: KubeClient, recorder: EventRecorder,
                  checker: ImageChecker | None = None, dry_run: bool = False) -> None:
@@ -120,7 +127,7 @@ class ModuleReconciler:
 
         if current is not None:
             phase = phase_of_build(build_phase(current))
-            message = (current.get("status") or EMPTY).get("message") or f"Build {name} is {build_phase(current)}"
+            message = (current.get("status") or EMPTY).get("message") or _phase_message(name, build_phase(current))
             return _Outcome(kernel_record(entry, phase, message, name, previous), tuple(events))
         if previous and previous.get("hash") == entry.hash and previous.get("phase") in DONE_PHASES:
             return _Outcome(dict(previous), tuple(events))  # already built from these very inputs
@@ -128,7 +135,7 @@ class ModuleReconciler:
             return _Outcome(kernel_record(entry, EXISTS, f"{entry.image} exists and is up to date", "", previous),
                             tuple(events))
         events.extend(self._create(module, entry, name))
-        message = f"dry run: Build {name} not created" if self.dry_run else f"Build {name} created"
+        message = f"dry run: Build {name} not created" if self.dry_run else _phase_message(name, "New")
         return _Outcome(kernel_record(entry, PENDING, message, name, previous), tuple(events))
 
     def _create(self, module: Mapping[str, Any], entry: PlanEntry, name: str) -> list[EventSpec]:

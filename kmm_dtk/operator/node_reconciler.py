@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 
 from kmm_dtk.core.versions import versions_of
 from kmm_dtk.kube.decode import NodeSummary
-from kmm_dtk.operator.caches import ClusterView
+from kmm_dtk.operator.caches import ClusterView, module_key, selector_of, selects
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,29 @@ class NodeReconciler:
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
 
+    def _modules_whose_kernels_changed(self, name: str, previous: _Seen | None, current: _Seen | None) -> set[str]:
+        """Modules selecting this node (before or after) whose set of kernels this change alters: a
+        kernel gained that no other node they select runs, or one lost that no other still runs."""
+        found = set()
+        for module in self.view.modules.list():
+            selector = selector_of(module)
+            before = previous is not None and previous.kernel is not None and selects(selector, previous.labels)
+            after = current is not None and current.kernel is not None and selects(selector, current.labels)
+            if not before and not after:
+                continue
+            if before and after and previous.kernel == current.kernel:
+                continue  # same kernel, still selected: only an RHCOS change, handled by the map
+            gained = after and not (before and previous.kernel == current.kernel) and \
+                not self._selected_elsewhere(selector, current.kernel, name)
+            lost = before and not (after and previous.kernel == current.kernel) and \
+                not self._selected_elsewhere(selector, previous.kernel, name)
+            if gained or lost:
+                found.add(module_key(module))
+        return found
+
+    def _selected_elsewhere(self, selector, kernel: str, name: str) -> bool:
+        return any(selects(selector, labels) for labels in self.view.node_table.labels_running(kernel, exclude=name))
+
     def prime(self) -> None:
         """Fill the map from the synced cache before any Module is planned, without enqueuing:
         the Modules' own add events plan them once, against a complete map."""
@@ -48,6 +71,7 @@ class NodeReconciler:
             versions.append(v)
             seen[node.name] = _Seen(v.kernel, str(v.rhcos) if v.rhcos else None, node.labels)
         self.view.kernel_map.replace_all(versions)
+        self.view.node_table.replace((n, s.kernel, s.labels) for n, s in seen.items())
         with self._lock:
             self._seen = seen
         log.info("kernel map primed", extra={"nodes": len(seen), "kernels": len(self.view.kernel_map)})
@@ -58,25 +82,26 @@ class NodeReconciler:
             previous = self._seen.get(name)
         if node is None:
             changed = self.view.kernel_map.remove(name)
+            self.view.node_table.remove(name)
             with self._lock:
                 self._seen.pop(name, None)
-            label_sets = [previous.labels] if previous else []
-            affected = set(changed)
+            current = None
         else:
             versions = versions_of(node.name, node.kernel_version, node.os_image, node.labels)
             if versions.reason:
                 log.warning("node versions unreadable", extra={"node": name, "reason": versions.reason})
             changed = self.view.kernel_map.upsert(versions)
             current = _Seen(versions.kernel, str(versions.rhcos) if versions.rhcos else None, node.labels)
+            self.view.node_table.put(name, versions.kernel, node.labels)
             with self._lock:
                 self._seen[name] = current
             if previous == current and not changed:
                 return
-            label_sets = [node.labels] + ([previous.labels] if previous and previous.labels != node.labels else [])
-            affected = set(changed)
-            if previous and previous.rhcos != current.rhcos and current.kernel:
-                affected.add(current.kernel)  # another RHCOS for this kernel may change its DTK fallback
-        modules = self.view.modules_selecting(label_sets) | self.view.modules_for_kernels(affected)
+        modules = self._modules_whose_kernels_changed(name, previous, current)
+        affected = set(changed)
+        if previous and current and previous.rhcos != current.rhcos and current.kernel:
+            affected.add(current.kernel)  # another RHCOS for this kernel may change its DTK fallback
+        modules |= self.view.modules_for_kernels(affected)
         if modules or changed:
             log.info("node changed", extra={"node": name, "kernels_changed": sorted(changed),
                                             "modules": len(modules)})
