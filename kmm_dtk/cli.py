@@ -117,7 +117,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         api_client = load_api_client(args.kubeconfig, args.context, pool_size=args.workers + 16)
     except Exception as err:  # noqa: BLE001 - the kubernetes loader raises many kinds
-        print(f"kmm-dtk run: cannot load cluster config: {err}", file=sys.stderr)
+        source = args.kubeconfig or os.environ.get("KUBECONFIG") or (
+            "the in-cluster config" if os.environ.get("KUBERNETES_SERVICE_HOST") else "~/.kube/config")
+        print(f"kmm-dtk run: cannot load cluster config from {source}: {err}", file=sys.stderr)
         return EXIT_USAGE
     identity = os.environ.get("POD_NAME") or socket.gethostname()
     election = None

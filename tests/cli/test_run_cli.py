@@ -1,0 +1,43 @@
+"""`kmm-dtk run` refuses bad input with one line and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kmm_dtk", "run", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_missing_kubeconfig_is_one_line_and_exit_2(tmp_path):
+    result = _run("--kubeconfig", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kmm-dtk run: cannot load cluster config")
+    assert str(tmp_path / "nope") in lines[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--metrics-bind-address", "8080"),
+                                         ("--health-probe-bind-address", "localhost")])
+def test_bad_bind_address_is_refused(flag, value, tmp_path):
+    result = _run(flag, value, "--kubeconfig", str(tmp_path / "unused"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"kmm-dtk run: bind address {value!r}: expected [HOST]:PORT, e.g. :8080"]
+
+
+@pytest.mark.parametrize("args", [["--workers", "0"], ["--dtk-imagestream", "driver-toolkit"]])
+def test_bad_flags_exit_2(args):
+    result = _run(*args)
+    assert result.returncode == 2
+    assert "error:" in result.stderr
+
+
+def test_help_names_the_assume_missing_mode():
+    result = subprocess.run([sys.executable, "-m", "kmm_dtk", "run", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    assert "--assume-missing" in result.stdout and "only mode" in result.stdout

@@ -1,0 +1,95 @@
+"""Pure parts of the operator: Build objects and names, Module status, Events on transitions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from kmm_dtk.core.plan import Action, PlanEntry, Reason
+from kmm_dtk.operator.builds import build_labels, build_name, build_object, build_owner_key, module_label_value
+from kmm_dtk.operator.status import conditions, kernel_record, transition_events
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+MODULE = {"apiVersion": "kmm.sigs.x-k8s.io/v1beta1", "kind": "Module",
+          "metadata": {"name": "simple-kmod", "namespace": "drivers", "uid": "1234"}}
+
+
+def entry(kernel="5.14.0-427.68.1.el9_4.x86_64+rt", **kw) -> PlanEntry:
+    values = dict(module="drivers/simple-kmod", kernel=kernel, action=Action.BUILD, reason_code=Reason.BUILD_NEEDED,
+                  reason="build", rhcos="418.94.202410260038-0", dtk_image="quay.io/x/dtk@sha256:" + "a" * 64,
+                  image="registry.example.com/drivers/kmod:5.14.0", build_args={"KERNEL_VERSION": kernel},
+                  secrets=("sign",), dockerfile="FROM quay.io/x/dtk@sha256:" + "a" * 64, hash="0123456789abcdef0123",
+                  image_repo_secret="push", build_selector={"node-role.kubernetes.io/worker": ""})
+    values.update(kw)
+    return PlanEntry(**values)
+
+
+@pytest.mark.parametrize("module_name", ["simple-kmod", "a" * 253, "x.y-" + "z" * 60, "m"])
+def test_build_names_are_short_valid_and_deterministic(module_name):
+    name = build_name(module_name, "5.14.0-427.68.1.el9_4.x86_64+rt", "0123456789abcdef0123")
+    assert len(name) <= 63 and DNS_LABEL.match(name)
+    assert name == build_name(module_name, "5.14.0-427.68.1.el9_4.x86_64+rt", "0123456789abcdef0123")
+    assert name != build_name(module_name, "5.14.0-427.68.1.el9_4.x86_64", "0123456789abcdef0123")
+    assert name != build_name(module_name, "5.14.0-427.68.1.el9_4.x86_64+rt", "f123456789abcdef0123")
+
+
+def test_labels_are_valid_label_values_even_for_plus_kernels_and_long_names():
+    for value in build_labels("b" * 200, "5.14.0-570.73.1.el9_6.aarch64+64k", "0123456789abcdef0123").values():
+        assert len(value) <= 63 and LABEL_VALUE.match(value), value
+    assert module_label_value("simple-kmod") == "simple-kmod"
+
+
+def test_build_object_carries_everything_the_build_needs():
+    build = build_object(entry(), MODULE)
+    assert build["spec"]["output"]["pushSecret"] == {"name": "push"}
+    assert build["spec"]["strategy"]["dockerStrategy"]["pullSecret"] == {"name": "push"}
+    assert build["metadata"]["annotations"]["kmm-dtk.io/kernel"] == "5.14.0-427.68.1.el9_4.x86_64+rt"
+    assert build["metadata"]["ownerReferences"][0]["uid"] == "1234"
+    assert build_owner_key(build) == "drivers/simple-kmod"
+    labels = {label["name"]: label["value"] for label in build["spec"]["output"]["imageLabels"]}
+    assert labels["kmm-dtk.io/hash"] == "0123456789abcdef0123"
+    no_secret = build_object(entry(image_repo_secret=None, secrets=()), MODULE)
+    assert "pushSecret" not in no_secret["spec"]["output"]
+    assert "volumes" not in no_secret["spec"]["strategy"]["dockerStrategy"]
+
+
+def test_record_keeps_its_transition_time_while_unchanged():
+    first = kernel_record(entry(), "Pending", "Build b created", "b", None, now="2026-01-01T00:00:00Z")
+    same = kernel_record(entry(), "Pending", "Build b created", "b", first, now="2026-01-02T00:00:00Z")
+    moved = kernel_record(entry(), "Building", "Build b is Running", "b", first, now="2026-01-03T00:00:00Z")
+    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert moved["lastTransitionTime"] == "2026-01-03T00:00:00Z"
+
+
+def test_conditions_from_records_and_errors():
+    ok = kernel_record(entry(), "Succeeded", "done", "b")
+    building = kernel_record(entry(kernel="k2"), "Building", "running", "c")
+    ready, progressing, degraded = conditions([ok], [], 3, now="t")
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "AllImagesBuilt", 3)
+    assert (progressing["status"], degraded["status"]) == ("False", "False")
+    ready, progressing, _ = conditions([ok, building], [], 3, now="t")
+    assert (ready["status"], ready["reason"], progressing["status"]) == ("False", "Building", "True")
+    bad = PlanEntry("drivers/x", None, Action.ERROR, Reason.INVALID_MODULE, "invalid Module: spec.selector is required")
+    ready, _, degraded = conditions([], [bad], 1, now="t")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidModule")
+    assert "spec.selector" in degraded["message"] and ready["status"] == "False"
+
+
+def test_events_fire_on_transitions_only():
+    pending = kernel_record(entry(), "Pending", "m", "b")
+    succeeded = kernel_record(entry(), "Succeeded", "m", "b")
+    failed = kernel_record(entry(), "Failed", "exit 2", "b")
+    assert transition_events({}, [pending], [], []) == []
+    [event] = transition_events({pending["kernel"]: pending}, [succeeded], [], [])
+    assert (event.type, event.reason) == ("Normal", "BuildimageSucceeded")
+    assert transition_events({succeeded["kernel"]: succeeded}, [succeeded], [], []) == []
+    [event] = transition_events({pending["kernel"]: pending}, [failed], [], [])
+    assert event.type == "Warning" and "imageRebuildTriggerGeneration" in event.message
+    error = PlanEntry("drivers/x", "k", Action.ERROR, Reason.NO_DTK_TAG, "no tag 9.6.1-0")
+    [event] = transition_events({}, [], [error], [])
+    assert (event.reason, event.message) == ("MissingDTKTag", "kernel k: no tag 9.6.1-0")
+    already = [{"type": "Degraded", "status": "True", "message": "kernel k: no tag 9.6.1-0"}]
+    assert transition_events({}, [], [error], already) == []
