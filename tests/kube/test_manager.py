@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 
 import pytest
 from kubernetes import client
@@ -16,6 +15,7 @@ from kmm_dtk.kube.informer import EventHandler, Informer
 from kmm_dtk.kube.manager import EXIT_LOST_LEASE, EXIT_OK, LeaderElectionConfig, Manager
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 from tests.support.controlplane import wait_for
+from tests.support.http import http_get
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +62,6 @@ class Replica:
         return self.exit_code
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
 def test_without_leader_election_workers_run_after_sync_and_stop_cleanly(api, namespace):
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "early"}})
@@ -81,10 +73,10 @@ def test_without_leader_election_workers_run_after_sync_and_stop_cleanly(api, na
     wait_for(lambda: ("solo", "late") in [(i, k) for i, k, _ in log], 10, "a new object reconciled")
 
     metrics_port, health_port = replica.manager.server_ports()
-    assert _get(health_port, "/healthz") == (200, "ok\n")
-    status, body = _get(health_port, "/readyz?verbose")
+    assert http_get(health_port, "/healthz") == (200, "ok\n")
+    status, body = http_get(health_port, "/readyz?verbose")
     assert status == 200 and "[+]caches-synced ok" in body and "[i]leader-election disabled" in body
-    scraped = _get(metrics_port, "/metrics")[1]
+    scraped = http_get(metrics_port, "/metrics")[1]
     assert 'leader_election_master_status' in scraped
 
     assert replica.stop() == EXIT_OK

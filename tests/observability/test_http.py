@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 
 import pytest
 from kubernetes import client
@@ -14,14 +12,9 @@ from kmm_dtk.kube.informer import Informer
 from kmm_dtk.observability.http import Checks, health_server, metrics_server, parse_bind_address
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from tests.support.controlplane import wait_for
+from tests.support.http import http_get
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 @pytest.mark.parametrize("address, expected", [(":8080", ("0.0.0.0", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
@@ -42,19 +35,19 @@ def test_health_probes_report_each_check():
     readiness = Checks({"caches-synced": lambda: state["synced"]}, {"leader-election": lambda: "standby"})
     server = health_server("127.0.0.1:0", liveness, readiness).start()
     try:
-        assert _get(server.port, "/healthz") == (200, "ok\n")
-        status, body = _get(server.port, "/readyz")
+        assert http_get(server.port, "/healthz") == (200, "ok\n")
+        status, body = http_get(server.port, "/readyz")
         assert status == 500
         assert "[-]caches-synced failed" in body and "[i]leader-election standby" in body
 
         state["synced"] = True
-        assert _get(server.port, "/readyz") == (200, "ok\n")
-        status, body = _get(server.port, "/readyz?verbose")
+        assert http_get(server.port, "/readyz") == (200, "ok\n")
+        status, body = http_get(server.port, "/readyz?verbose")
         assert status == 200 and "[+]caches-synced ok" in body
 
         state["threads"] = False
-        assert _get(server.port, "/healthz")[0] == 500
-        assert _get(server.port, "/nope")[0] == 404
+        assert http_get(server.port, "/healthz")[0] == 500
+        assert http_get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
 
@@ -62,7 +55,7 @@ def test_health_probes_report_each_check():
 def test_a_raising_check_fails_the_probe():
     server = health_server("127.0.0.1:0", Checks({"broken": lambda: 1 / 0}), Checks()).start()
     try:
-        status, body = _get(server.port, "/healthz")
+        status, body = http_get(server.port, "/healthz")
         assert status == 500 and "[-]broken failed" in body
     finally:
         server.stop()
@@ -78,8 +71,8 @@ def test_informer_metrics_are_served(api, namespace):
         assert informer.wait_for_sync(15)
         client.CoreV1Api(api).create_namespaced_config_map(namespace, {"metadata": {"name": "m"}})
         wait_for(lambda: 'kmm_dtk_informer_events_total{informer="configmaps",type="ADDED"} 1.0'
-                 in _get(server.port, "/metrics")[1], 10, "the ADDED event in /metrics")
-        body = _get(server.port, "/metrics")[1]
+                 in http_get(server.port, "/metrics")[1], 10, "the ADDED event in /metrics")
+        body = http_get(server.port, "/metrics")[1]
         assert 'kmm_dtk_informer_relists_total{informer="configmaps"} 1.0' in body
         assert 'kmm_dtk_informer_objects{informer="configmaps"} 1.0' in body
     finally:
