@@ -33,6 +33,7 @@ from kmm_dtk.operator.status import (
     DONE_PHASES,
     ERROR,
     EXISTS,
+    FAILED,
     NORMAL,
     PENDING,
     EventSpec,
@@ -128,6 +129,9 @@ class ModuleReconciler:
         if current is not None:
             phase = phase_of_build(build_phase(current))
             message = (current.get("status") or EMPTY).get("message") or _phase_message(name, build_phase(current))
+            if phase == FAILED:
+                message = (f"Build {name} {build_phase(current).lower()}: {message}; not retried until its inputs "
+                           "change or spec.imageRebuildTriggerGeneration is bumped")
             return _Outcome(kernel_record(entry, phase, message, name, previous), tuple(events))
         if previous and previous.get("hash") == entry.hash and previous.get("phase") in DONE_PHASES:
             return _Outcome(dict(previous), tuple(events))  # already built from these very inputs

@@ -137,9 +137,7 @@ def transition_events(previous: Mapping[str, Mapping[str, Any]], records: Iterab
                                     f"Build {build} succeeded: {record.get('image')} for kernel {record['kernel']}"))
         elif record["phase"] == FAILED:
             events.append(EventSpec(WARNING, "BuildimageFailed",
-                                    f"Build {build} for kernel {record['kernel']} failed: {record.get('message', '')}. "
-                                    "It is not retried until its inputs change or "
-                                    "spec.imageRebuildTriggerGeneration is bumped"))
+                                    f"kernel {record['kernel']}: {record.get('message', '')}"))
     old_degraded = next((c for c in previous_conditions if c.get("type") == "Degraded"), {})
     for entry in errors:
         message = _describe(entry)

@@ -81,7 +81,8 @@ def test_conditions_from_records_and_errors():
 def test_events_fire_on_transitions_only():
     pending = kernel_record(entry(), "Pending", "m", "b")
     succeeded = kernel_record(entry(), "Succeeded", "m", "b")
-    failed = kernel_record(entry(), "Failed", "exit 2", "b")
+    failed = kernel_record(entry(), "Failed", "Build b failed: exit 2; not retried until its inputs change or "
+                           "spec.imageRebuildTriggerGeneration is bumped", "b")
     assert transition_events({}, [pending], [], []) == []
     [event] = transition_events({pending["kernel"]: pending}, [succeeded], [], [])
     assert (event.type, event.reason) == ("Normal", "BuildimageSucceeded")

@@ -164,6 +164,8 @@ def test_build_phases_reach_status_and_events_and_failures_wait_for_new_inputs(s
     failed_event = scenario.events("BuildimageFailed")[0]
     assert failed_event.type == "Warning" and "imageRebuildTriggerGeneration" in failed_event.message
     assert len(scenario.builds()) == 2, "a failed Build is not retried by itself"
+    failed_record = scenario.kernel_status()[K86]
+    assert "exit status 2" in failed_record["message"] and "imageRebuildTriggerGeneration" in failed_record["message"]
 
     module = scenario.module()
     module["spec"]["imageRebuildTriggerGeneration"] = 7
