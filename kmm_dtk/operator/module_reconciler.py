@@ -36,6 +36,7 @@ from kmm_dtk.operator.status import (
     FAILED,
     NORMAL,
     PENDING,
+    WARNING,
     EventSpec,
     conditions,
     error_entries,
@@ -138,7 +139,16 @@ class ModuleReconciler:
         if self.checker.exists(entry):
             return _Outcome(kernel_record(entry, EXISTS, f"{entry.image} exists and is up to date", "", previous),
                             tuple(events))
-        events.extend(self._create(module, entry, name))
+        try:
+            events.extend(self._create(module, entry, name))
+        except ApiError as err:
+            if err.status not in (400, 403, 422):
+                raise  # transient (5xx, 429, timeouts): retried with backoff
+            # The API refuses this Build as written or for this operator: retrying will not help.
+            message = f"Build {name} was refused by the API server ({err.status} {err.reason}): {err.message}"
+            if not previous or previous.get("message") != message:
+                events.append(EventSpec(WARNING, "BuildimageRefused", message))
+            return _Outcome(kernel_record(entry, ERROR, message, name, previous), tuple(events))
         message = f"dry run: Build {name} not created" if self.dry_run else _phase_message(name, "New")
         return _Outcome(kernel_record(entry, PENDING, message, name, previous), tuple(events))
 

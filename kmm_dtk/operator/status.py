@@ -79,10 +79,14 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
     errors = list(errors)
     failed = [r for r in records if r["phase"] == FAILED]
     progressing = [r for r in records if r["phase"] in (PENDING, BUILDING)]
+    planned_error_kernels = {e.kernel for e in errors}
+    refused = [r for r in records if r["phase"] == ERROR and r["kernel"] not in planned_error_kernels]
 
     if errors:
         first = errors[0]
         degraded = (True, first.reason_code.value, "; ".join(_describe(e) for e in errors))
+    elif refused:
+        degraded = (True, "BuildRefused", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in refused))
     elif failed:
         degraded = (True, "BuildFailed", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in failed))
     else:
@@ -95,7 +99,7 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
 
     if not records and not errors:
         ready = (True, "NothingToBuild", "no selected node runs a kernel that this Module builds for")
-    elif errors or failed:
+    elif errors or failed or refused:
         ready = (False, degraded[1], degraded[2])
     elif progressing:
         ready = (False, "Building", prog[2])

@@ -94,3 +94,10 @@ def test_events_fire_on_transitions_only():
     assert (event.reason, event.message) == ("MissingDTKTag", "kernel k: no tag 9.6.1-0")
     already = [{"type": "Degraded", "status": "True", "message": "kernel k: no tag 9.6.1-0"}]
     assert transition_events({}, [], [error], already) == []
+
+
+def test_a_refused_build_degrades_the_module():
+    refused = kernel_record(entry(), "Error", "Build b was refused by the API server (422 Invalid): x", "b")
+    ready, _, degraded = conditions([refused], [], 1, now="t")
+    assert (degraded["status"], degraded["reason"]) == ("True", "BuildRefused")
+    assert ready["status"] == "False" and "422" in ready["message"]

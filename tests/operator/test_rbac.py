@@ -91,3 +91,39 @@ def test_operator_runs_on_the_manifest_rbac_and_nothing_more(cluster, api, scena
         assert err.value.status == 403
     assert running.stop() == 0
     sa_api.close()
+
+
+def test_a_build_the_api_refuses_is_reported_not_retried_blindly(cluster, api, scenario, run_operator, tmp_path):
+    """An operator whose role lacks `create` on builds: the 403 lands in status and an Event."""
+    rules = [doc for path in sorted(RBAC.glob("cluster_role.yaml")) for doc in yaml.safe_load_all(path.read_text())
+             if doc][0]["rules"]
+    crippled = [{**r, "verbs": [v for v in r["verbs"] if v != "create"]} if "builds" in r["resources"] else r
+                for r in rules]
+    name = unique_name("no-builds")
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": crippled})
+    rbac.create_cluster_role_binding({"metadata": {"name": name}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": scenario.namespace}]})
+    try:
+        kubeconfig = service_account_kubeconfig(api, scenario.namespace, "op", tmp_path / "op.kubeconfig",
+                                                cluster.host, cluster.ca_file)
+        sa_api = api_client_from(kubeconfig)
+        # The DTK ImageStream is in the test namespace here; let the role read it.
+        rbac.create_namespaced_role(scenario.namespace, {"metadata": {"name": "dtk"}, "rules": [
+            {"apiGroups": ["image.openshift.io"], "resources": ["imagestreams"], "verbs": ["get", "list", "watch"]}]})
+        rbac.create_namespaced_role_binding(scenario.namespace, {"metadata": {"name": "dtk"}, "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "dtk"},
+            "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": scenario.namespace}]})
+        scenario.create_module()
+        run_operator(sa_api)
+        wait_for(lambda: scenario.condition("Degraded").get("reason") == "BuildRefused", 20, "the refusal in status")
+        records = scenario.kernel_status()
+        assert {r["phase"] for r in records.values()} == {"Error"}
+        assert all("403" in r["message"] for r in records.values())
+        wait_for(lambda: len(scenario.events("BuildimageRefused")) == 2, 10, "one Event per kernel")
+        assert scenario.builds() == []
+        sa_api.close()
+    finally:
+        rbac.delete_cluster_role_binding(name)
+        rbac.delete_cluster_role(name)
