@@ -154,6 +154,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--steady-seconds", type=float, default=300)
+    parser.add_argument("--operator-log", default="/tmp/kmm-dtk-bench-operator.log")
     args = parser.parse_args()
     expected = args.modules * args.pairs
 
@@ -166,7 +167,9 @@ def main() -> int:
         install_crds(api_client_from(plane.kubeconfig))
         kube = KubeClient(load_api_client(str(plane.kubeconfig), pool_size=32), timeout=(5, 60))
         print(f"setting up {args.nodes} Nodes, {args.modules} Modules ...", file=sys.stderr, flush=True)
+        setup_started = time.monotonic()
         setup(kube, args)
+        print(f"set up in {time.monotonic() - setup_started:.0f} s", file=sys.stderr, flush=True)
         watch = Watch(kube, BUILDS, build_key)
         metrics_port, health_port = free_port(), free_port()
         started = time.monotonic()
@@ -174,22 +177,30 @@ def main() -> int:
             [sys.executable, "-m", "kmm_dtk", "run", "--kubeconfig", str(plane.kubeconfig), "--workers",
              str(args.workers), "--metrics-bind-address", f"127.0.0.1:{metrics_port}",
              "--health-probe-bind-address", f"127.0.0.1:{health_port}", "--log-level", "warning"],
-            stderr=open(Path(workdir) / "operator.log", "w"))
+            stderr=open(args.operator_log, "w"))
         try:
             results = run_phases(args, kube, watch, operator, metrics_port, started, expected)
         finally:
             operator.terminate()
-            operator.wait(30)
+            try:
+                operator.wait(60)  # it drains its queues first
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
     print_table(results, args)
     return 0
 
 
-def _wait(predicate, timeout: float, what: str, poll: float = 0.05):
+def _wait(predicate, timeout: float, what: str, poll: float = 0.05, progress=None):
     deadline = time.monotonic() + timeout
+    next_report = time.monotonic() + 10
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if progress and time.monotonic() >= next_report:
+            print(f"  {what}: {progress()}", file=sys.stderr, flush=True)
+            next_report += 10
         time.sleep(poll)  # polling a benchmark's own progress, not synchronising a test
     raise TimeoutError(what)
 
@@ -207,7 +218,7 @@ def run_phases(args, kube: KubeClient, watch: Watch, operator, port: int, starte
         peak_rss = max(peak_rss, samples.get(("process_resident_memory_bytes", ()), 0.0))
         return samples
 
-    _wait(lambda: watch.count() >= expected, 600, "cold start builds")
+    _wait(lambda: watch.count() >= expected, 900, "cold start builds", progress=lambda: f"{watch.count()}/{expected}")
     results["cold_start_s"] = time.monotonic() - started
     samples = _wait(scrape, 30, "metrics")
     results["cold_requests"] = dict(_requests_by_verb(samples))
@@ -242,7 +253,8 @@ def run_phases(args, kube: KubeClient, watch: Watch, operator, port: int, starte
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(upgrade, range(args.nodes)))
     results["wave_patch_s"] = time.monotonic() - wave_started
-    _wait(lambda: watch.count() >= 2 * expected, 600, "wave builds")
+    _wait(lambda: watch.count() >= 2 * expected, 900, "wave builds",
+          progress=lambda: f"{watch.count() - expected}/{expected}")
     results["wave_total_s"] = time.monotonic() - wave_started
     new_kernels = {k for k, _, _ in second}
     # From the first Node event carrying the kernel (what the operator reacts to) to each Build's event.

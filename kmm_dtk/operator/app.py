@@ -26,7 +26,7 @@ from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.api_metrics import ApiMetrics
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from kmm_dtk.observability.metrics import ControllerMetrics
-from kmm_dtk.operator.builds import build_owner_key, build_phase
+from kmm_dtk.operator.builds import build_owner_key, build_phase, build_projection
 from kmm_dtk.operator.caches import (
     CONFIGMAP_INDEX,
     OWNER_INDEX,
@@ -101,7 +101,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     configmaps = informers(CONFIGMAPS, "configmaps", decoder=JsonDecoder("ConfigMap"))
     imagestreams = informers(IMAGESTREAMS, "dtk-imagestream", (dtk_ns,), decoder=JsonDecoder("ImageStream"),
                              field_selector=f"metadata.name={dtk_name}")
-    builds = informers(BUILDS, "builds", decoder=JsonDecoder("Build"),
+    builds = informers(BUILDS, "builds", decoder=JsonDecoder("Build", transform=build_projection),
                        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
                        indexers={OWNER_INDEX: lambda b: [k for k in [build_owner_key(b)] if k]})
     view = ClusterView(nodes, modules, configmaps, imagestreams, builds, KernelMap(), options.dtk_imagestream)

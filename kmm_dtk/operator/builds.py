@@ -131,3 +131,19 @@ def build_owner_key(build: Mapping[str, Any]) -> str | None:
         if ref.get("kind") == "Module" and ref.get("controller"):
             return f"{meta.get('namespace')}/{ref.get('name')}"
     return None
+
+
+def build_projection(build: dict[str, Any]) -> dict[str, Any]:
+    """What the operator reads from its Builds: identity, labels, annotations, owner and phase.
+
+    The spec (the whole Dockerfile, args) is never read back, and is most of a Build's size.
+    """
+    meta = build.get("metadata") or {}
+    status = build.get("status") or {}
+    return {
+        "apiVersion": build.get("apiVersion"),
+        "kind": build.get("kind") or "Build",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
+                                          "ownerReferences", "deletionTimestamp") if k in meta},
+        "status": {k: status[k] for k in ("phase", "message", "reason") if k in status},
+    }

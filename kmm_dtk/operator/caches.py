@@ -203,9 +203,6 @@ class ClusterView:
         kernels = set(kernels)
         if not kernels:
             return set()
-        found = set()
-        for module in self.modules.list():
-            selector = selector_of(module)
-            if any(selects(selector, labels) for k in kernels for labels in self.node_table.labels_running(k)):
-                found.add(module_key(module))
-        return found
+        running = [labels for k in kernels for labels in self.node_table.labels_running(k)]
+        return {module_key(m) for m in self.modules.list()
+                if (selector := selector_of(m)) is not None and any(selects(selector, labels) for labels in running)}

@@ -41,6 +41,9 @@ class NodeReconciler:
     def _modules_whose_kernels_changed(self, name: str, previous: _Seen | None, current: _Seen | None) -> set[str]:
         """Modules selecting this node (before or after) whose set of kernels this change alters: a
         kernel gained that no other node they select runs, or one lost that no other still runs."""
+        table = self.view.node_table
+        others = {k: table.labels_running(k, exclude=name)  # read once, not once per Module
+                  for k in {previous.kernel if previous else None, current.kernel if current else None} if k}
         found = set()
         for module in self.view.modules.list():
             selector = selector_of(module)
@@ -50,16 +53,11 @@ class NodeReconciler:
                 continue
             if before and after and previous.kernel == current.kernel:
                 continue  # same kernel, still selected: only an RHCOS change, handled by the map
-            gained = after and not (before and previous.kernel == current.kernel) and \
-                not self._selected_elsewhere(selector, current.kernel, name)
-            lost = before and not (after and previous.kernel == current.kernel) and \
-                not self._selected_elsewhere(selector, previous.kernel, name)
+            gained = after and not any(selects(selector, labels) for labels in others[current.kernel])
+            lost = before and not any(selects(selector, labels) for labels in others[previous.kernel])
             if gained or lost:
                 found.add(module_key(module))
         return found
-
-    def _selected_elsewhere(self, selector, kernel: str, name: str) -> bool:
-        return any(selects(selector, labels) for labels in self.view.node_table.labels_running(kernel, exclude=name))
 
     def prime(self) -> None:
         """Fill the map from the synced cache before any Module is planned, without enqueuing:
