@@ -18,7 +18,7 @@ def _from_lines(build: dict) -> list[str]:
 
 def _wait_builds(scenario, count: int, what: str) -> dict[str, list[dict]]:
     return wait_for(lambda: (lambda b: b if sum(len(v) for v in b.values()) == count else None)(
-        scenario.builds_by_kernel()), 20, what)
+        scenario.builds_by_kernel()), 40, what)
 
 
 def test_design_scenario_builds_each_kernel_on_its_dtk(scenario, run_operator):
@@ -72,7 +72,7 @@ def test_upgraded_node_gets_a_build_for_its_new_kernel_only(scenario, run_operat
     assert [b["metadata"]["name"] for b in after[K84]] == [b["metadata"]["name"] for b in before[K84]]
     assert _from_lines(after[new_kernel][0])[0].startswith(f"FROM {DTK_411.rsplit(':', 1)[0]}:cccc")
     # K86 no longer runs anywhere: its record leaves the status; its finished-or-not Build is left alone.
-    wait_for(lambda: set(scenario.kernel_status()) == {K84, new_kernel}, 10, "the status to follow the upgrade")
+    wait_for(lambda: set(scenario.kernel_status()) == {K84, new_kernel}, 30, "the status to follow the upgrade")
     assert running.reconciles() >= 2
 
 
