@@ -9,13 +9,14 @@ the last tests also render the overlays with it and compare; otherwise they are 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import yaml
+
+from tests.support.binaries import find_kustomize
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -24,7 +25,7 @@ KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 NAMESPACE = "kmm-dtk-system"
 SERVICE_ACCOUNT = "kmm-dtk"
 LABELS = {"app.kubernetes.io/name": "kmm-dtk", "app.kubernetes.io/part-of": "kmm-dtk"}
-OVERLAYS = ("default", "openshift-monitoring")
+OVERLAYS = ("default", "with-kmm", "openshift-monitoring")
 
 # Exactly what the operator may do cluster-wide. Any change here is a change of its privileges.
 EXPECTED_CLUSTER_RULES = {
@@ -473,13 +474,14 @@ def test_servicemonitor_selects_the_metrics_service(objects: list[dict[str, Any]
 
 
 def kustomize_binary() -> str | None:
-    return os.environ.get("KUSTOMIZE") or shutil.which("kustomize")
+    found = find_kustomize()  # $KUSTOMIZE, the one `make controlplane` builds, or one on PATH
+    return str(found) if found else None
 
 
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
     binary = kustomize_binary()
     if binary is None:
-        pytest.skip("kustomize is not installed (or set $KUSTOMIZE)")
+        pytest.skip("kustomize is not installed (`make controlplane` builds it, or set $KUSTOMIZE)")
     result = subprocess.run([binary, "build", str(directory)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]

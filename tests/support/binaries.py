@@ -127,9 +127,43 @@ def build(log=sys.stderr) -> Assets:
     return found
 
 
+KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
+KUSTOMIZE_VERSION = "v5.8.2"  # the newest that builds with Go 1.26 (v5.8.3 wants Go 1.27)
+
+
+def kustomize_path() -> Path:
+    return cache_root() / f"kustomize-{KUSTOMIZE_VERSION}" / "kustomize"
+
+
+def find_kustomize() -> Path | None:
+    """``$KUSTOMIZE``, else the cached build, else one on PATH."""
+    for candidate in (os.environ.get("KUSTOMIZE"), str(kustomize_path()), shutil.which("kustomize")):
+        if candidate and _executable(Path(candidate)):
+            return Path(candidate)
+    return None
+
+
+def build_kustomize(log=sys.stderr) -> Path:
+    """``go install`` kustomize from the Go module proxy into the cache, once per machine."""
+    target = kustomize_path()
+    if _executable(target):
+        return target
+    if shutil.which("go") is None:
+        raise AssetsError("no Go toolchain to build kustomize")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building kustomize {KUSTOMIZE_VERSION} into {target.parent}", file=log, flush=True)
+    env = dict(os.environ, GOBIN=str(target.parent), GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    result = subprocess.run(["go", "install", f"{KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION}"], env=env,
+                            stdout=log, stderr=log, cwd=target.parent)
+    if result.returncode != 0 or not _executable(target):
+        raise AssetsError(f"go install {KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION} failed ({result.returncode})")
+    return target
+
+
 if __name__ == "__main__":
     try:
         assets = build()
+        build_kustomize()
     except AssetsError as err:
         print(f"controlplane: {err}", file=sys.stderr)
         sys.exit(1)
