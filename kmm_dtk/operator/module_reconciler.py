@@ -68,6 +68,28 @@ class _Outcome:
     events: tuple[EventSpec, ...] = ()
 
 
+_MERGED_REASONS = ("BuildimageCreated", "BuildimageCancelled")
+
+
+def merge_events(events: list[EventSpec]) -> list[EventSpec]:
+    """One Event per reason for the Builds created (or cancelled) by one reconcile: a new Module on
+    a cluster with 20 kernels records 1 Event, not 20 (client-go's recorder aggregates likewise)."""
+    merged: list[EventSpec] = []
+    groups: dict[str, list[EventSpec]] = {}
+    for event in events:
+        if event.reason in _MERGED_REASONS:
+            groups.setdefault(event.reason, []).append(event)
+        else:
+            merged.append(event)
+    for reason, group in groups.items():
+        if len(group) == 1:
+            merged.append(group[0])
+        else:
+            text = f"{len(group)} Builds: " + "; ".join(e.message for e in group)
+            merged.append(EventSpec(group[0].type, reason, text))
+    return merged
+
+
 def _phase_message(name: str, phase: str) -> str:
     """The same words whether the Build was just created or seen in the cache: no status churn."""
     if phase in ("New", "Pending"):
@@ -112,7 +134,7 @@ class ModuleReconciler:
         current = thaw(status)
         if {k: current.get(k) for k in new_status} != new_status:  # fields others own are left alone
             self._write_status(module, new_status)
-        for event in events:
+        for event in merge_events(events):
             self.recorder.emit(module, event)
 
     # -- builds ----------------------------------------------------------------------------------

@@ -101,3 +101,16 @@ def test_a_refused_build_degrades_the_module():
     ready, _, degraded = conditions([refused], [], 1, now="t")
     assert (degraded["status"], degraded["reason"]) == ("True", "BuildRefused")
     assert ready["status"] == "False" and "422" in ready["message"]
+
+
+def test_creation_events_of_one_reconcile_are_merged():
+    from kmm_dtk.operator.module_reconciler import merge_events
+    from kmm_dtk.operator.status import EventSpec
+
+    events = [EventSpec("Normal", "BuildimageCreated", "Build a created for kernel k1"),
+              EventSpec("Warning", "MissingDTKTag", "kernel k3: no tag"),
+              EventSpec("Normal", "BuildimageCreated", "Build b created for kernel k2")]
+    merged = merge_events(events)
+    assert [e.reason for e in merged] == ["MissingDTKTag", "BuildimageCreated"]
+    assert merged[1].message == "2 Builds: Build a created for kernel k1; Build b created for kernel k2"
+    assert merge_events(events[:1]) == events[:1]
