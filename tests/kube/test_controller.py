@@ -13,6 +13,7 @@ import pytest
 
 from kmm_dtk.kube.controller import Controller, Result, TerminalError
 from kmm_dtk.kube.ratelimit import ItemExponentialRateLimiter
+from tests.support.controlplane import wait_until
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 
 DEADLINE = 5.0
@@ -314,14 +315,6 @@ def test_controller_arguments_and_result_are_validated() -> None:
         Result().requeue_after = 1.0  # type: ignore[misc]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        pause.wait(0.002)
-    return True
 
 
 def wait_for_shutdown(controller: Controller) -> bool:

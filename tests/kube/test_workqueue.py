@@ -13,20 +13,12 @@ from typing import Callable, Hashable
 import pytest
 
 from kmm_dtk.kube.ratelimit import ItemExponentialRateLimiter
+from tests.support.controlplane import wait_until
 from kmm_dtk.kube.workqueue import DelayingQueue, RateLimitingQueue, WorkQueue
 
 DEADLINE = 5.0  # seconds: generous upper bound for anything that should happen "soon"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    """Wait for a condition the code under test offers no event for, up to a deadline."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        pause.wait(0.002)
-    return True
 
 
 def get_now(q: WorkQueue) -> Hashable | None:

@@ -57,6 +57,15 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.002) -> bool:
+    """Like wait_for, but answers True/False, for tests that assert on it."""
+    try:
+        wait_for(predicate, timeout, "a condition", interval)
+        return True
+    except TimeoutError:
+        return False
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
