@@ -213,7 +213,8 @@ def test_never_two_workers_on_one_key(controllers: list[Controller]) -> None:
     assert set(processed) == set(keys)
 
 
-def test_stop_with_drain_finishes_in_flight_and_queued_keys(controllers: list[Controller]) -> None:
+def _busy_on_slow_key(controllers: list[Controller]) -> tuple[Controller, threading.Event, list[str]]:
+    """A one-worker controller whose worker is inside reconcile("slow") until ``release`` is set."""
     entered = threading.Event()
     release = threading.Event()
     order: list[str] = []
@@ -227,6 +228,11 @@ def test_stop_with_drain_finishes_in_flight_and_queued_keys(controllers: list[Co
     controller = run(controllers, reconcile, workers=1)
     controller.queue.add("slow")
     assert entered.wait(DEADLINE)
+    return controller, release, order
+
+
+def test_stop_with_drain_finishes_in_flight_and_queued_keys(controllers: list[Controller]) -> None:
+    controller, release, order = _busy_on_slow_key(controllers)
     controller.queue.add("queued-1")
     controller.queue.add("queued-2")
     stopped: list[bool] = []
@@ -242,19 +248,7 @@ def test_stop_with_drain_finishes_in_flight_and_queued_keys(controllers: list[Co
 
 
 def test_stop_without_drain_skips_queued_keys(controllers: list[Controller]) -> None:
-    entered = threading.Event()
-    release = threading.Event()
-    order: list[str] = []
-
-    def reconcile(key: Hashable) -> None:
-        if key == "slow":
-            entered.set()
-            assert release.wait(DEADLINE)
-        order.append(key)
-
-    controller = run(controllers, reconcile, workers=1)
-    controller.queue.add("slow")
-    assert entered.wait(DEADLINE)
+    controller, release, order = _busy_on_slow_key(controllers)
     controller.queue.add("queued-1")
     stopped: list[bool] = []
     stopper = threading.Thread(target=lambda: stopped.append(controller.stop(drain=False, timeout=DEADLINE)), daemon=True)

@@ -15,13 +15,9 @@ from prometheus_client import CollectorRegistry
 from kmm_dtk.kube.client import KubeClient
 from kmm_dtk.operator.app import Operator, OperatorOptions, build_operator
 from tests.support.controlplane import wait_for
+from tests.support.design import DTK_410, DTK_411, K84, K86, R410, R411  # noqa: F401 - re-exported to the tests
 from tests.support.objects import MODULE_GROUP, MODULE_PLURAL, MODULE_VERSION, create_imagestream, create_node
 
-R410, R411 = "410.84.202207140725-0", "411.86.202207260413-0"
-K84, K86 = "4.18.0-305.49.1.el8_4.x86_64", "4.18.0-372.16.1.el8_6.x86_64"
-DTK_410 = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:84edddb4322cfe50d8545c41014a8f5595a4260a20d9a269e144909c5949582b"
-DTK_411 = ("registry.ci.openshift.org/ocp/4.11-2022-07-27-013908@sha256:"
-           "484c9fe9900020e9b8f5601cbe86d054fe47a6f16e8d9dc6ecbfd58bffd1ad4b")
 DOCKERFILE = """\
 ARG DTK-AUTO
 FROM ${DTK-AUTO} AS builder
