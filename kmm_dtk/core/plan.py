@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping
@@ -70,8 +71,10 @@ class PlanEntry:
     build_selector: Mapping[str, str] = field(default_factory=dict)
     registry_tls: RegistryTLS | None = None
     base_image_registry_tls: RegistryTLS | None = None
+    release: str | None = None  # set when built ahead of an upgrade to this release
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"release": self.release} if self.release else {}
         return {
             "module": self.module,
             "kernel": self.kernel,
@@ -87,7 +90,28 @@ class PlanEntry:
             "buildSelector": dict(sorted(self.build_selector.items())),
             "dockerfile": self.dockerfile,
             "hash": self.hash,
+            **extra,
         }
+
+
+_REALTIME = re.compile(r"(?:^|[.+-])rt\d*(?:[.+-]|$)")
+
+
+def is_realtime(kernel: str) -> bool:
+    """``5.14.0-284.rt14.285.el9_2.x86_64`` and ``...+rt`` kernels run on real-time nodes."""
+    return bool(_REALTIME.search(kernel))
+
+
+@dataclass(frozen=True)
+class UpcomingKernel:
+    """A kernel that nodes will boot into once a cluster upgrade reaches them, known from the release
+    before any node runs it: real-time nodes move to the release's RT kernel, the others to its kernel."""
+
+    kernel: str
+    rhcos: str | None
+    dtk_image: str
+    release: str
+    realtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,13 @@ class ClusterSnapshot:
     dtk: DtkIndex | None
     dtk_ref: tuple[str, str]
     configmaps: Mapping[tuple[str, str], Mapping[str, str]]
+    upcoming: tuple[UpcomingKernel, ...] = ()
+
+    def upcoming_for(self, kernel: str) -> UpcomingKernel | None:
+        """The upcoming entry of a kernel no node runs yet (once one does, the node's facts win)."""
+        if kernel in self.kernels:
+            return None
+        return next((u for u in self.upcoming if u.kernel == kernel), None)
 
 
 def content_hash(dockerfile: str, build_args: Mapping[str, str], secrets: Iterable[str], image: str,
@@ -123,8 +154,16 @@ def content_hash(dockerfile: str, build_args: Mapping[str, str], secrets: Iterab
 
 
 def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
-    return sorted(kernel for kernel, nodes in snapshot.nodes_by_kernel.items()
-                  if any(module.selects(labels) for labels in nodes))
+    """Kernels of the selected nodes, plus the upcoming kernels those nodes will boot into."""
+    selected: set[str] = set()
+    realtime: set[bool] = set()
+    for kernel, nodes in snapshot.nodes_by_kernel.items():
+        if any(module.selects(labels) for labels in nodes):
+            selected.add(kernel)
+            realtime.add(is_realtime(kernel))
+    selected.update(u.kernel for u in snapshot.upcoming
+                    if u.realtime in realtime and snapshot.upcoming_for(u.kernel) is not None)
+    return sorted(selected)
 
 
 def plan_module(raw_module: Mapping[str, Any], snapshot: ClusterSnapshot) -> list[PlanEntry]:
@@ -159,10 +198,12 @@ def _resolve_dtk(dtk: DtkIndex, entry: KernelEntry) -> DtkImage | DtkResolutionE
 
 def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> PlanEntry:
     entry = snapshot.kernels.get(kernel)
-    rhcos = str(entry.rhcos) if entry and entry.rhcos else None
+    upcoming = snapshot.upcoming_for(kernel)
+    rhcos = str(entry.rhcos) if entry and entry.rhcos else (upcoming.rhcos if upcoming else None)
+    release = upcoming.release if upcoming else None
 
     def error(code: Reason, reason: str, **kw: Any) -> PlanEntry:
-        return PlanEntry(module.key, kernel, Action.ERROR, code, reason, rhcos=rhcos, **kw)
+        return PlanEntry(module.key, kernel, Action.ERROR, code, reason, rhcos=rhcos, release=release, **kw)
 
     try:
         target = target_for(module, kernel)
@@ -170,12 +211,12 @@ def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> Plan
         return error(Reason.INVALID_MODULE, str(err))
     if target is None:
         return PlanEntry(module.key, kernel, Action.SKIP, Reason.NO_KERNEL_MAPPING,
-                         f"no kernelMappings entry matches kernel {kernel}", rhcos=rhcos)
+                         f"no kernelMappings entry matches kernel {kernel}", rhcos=rhcos, release=release)
     build = target.build
     if build is None or build.dockerfile_configmap is None:
         return PlanEntry(module.key, kernel, Action.SKIP, Reason.NO_BUILD,
                          "no build.dockerfileConfigMap for this kernel: the image is expected to exist already",
-                         rhcos=rhcos, image=target.image)
+                         rhcos=rhcos, image=target.image, release=release)
 
     cm_key = (module.namespace, build.dockerfile_configmap)
     configmap = snapshot.configmaps.get(cm_key)
@@ -193,7 +234,9 @@ def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> Plan
                      f"'{DOCKERFILE_KEY}' (keys: {', '.join(sorted(configmap)) or 'none'})", image=target.image)
 
     dtk_image, fallback_note = None, ""
-    if uses_placeholder(source):
+    if uses_placeholder(source) and upcoming is not None:
+        dtk_image = upcoming.dtk_image  # the release's own DTK: the ImageStream gets its tag only later
+    elif uses_placeholder(source):
         if rhcos is None:
             why = "; ".join(entry.reasons) if entry and entry.reasons else "no node reports it"
             return error(Reason.UNKNOWN_RHCOS,
@@ -224,13 +267,15 @@ def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> Plan
     if dtk_image is not None:
         args[DTK_BUILD_ARG] = dtk_image
     digest = content_hash(rendered.text, args, build.secrets, target.image, module.rebuild_trigger_generation)
+    ahead = f" ahead of the upgrade to {release}" if release else ""
     return PlanEntry(
         module.key, kernel, Action.BUILD, Reason.BUILD_NEEDED,
-        f"build {target.image} for kernel {kernel}" + (f" on DTK {rhcos}{fallback_note}" if dtk_image else ""),
+        f"build {target.image} for kernel {kernel}{ahead}"
+        + (f" on DTK {rhcos or dtk_image}{fallback_note}" if dtk_image else ""),
         rhcos=rhcos, dtk_image=dtk_image, image=target.image, build_args=args, secrets=build.secrets,
         dockerfile=rendered.text, hash=digest, image_repo_secret=module.image_repo_secret,
         build_selector=dict(build.selector if build.selector is not None else module.selector),
-        registry_tls=target.registry_tls, base_image_registry_tls=build.base_image_registry_tls,
+        registry_tls=target.registry_tls, base_image_registry_tls=build.base_image_registry_tls, release=release,
     )
 
 

@@ -475,3 +475,82 @@ def test_missing_tag_lists_present_tags_in_version_order():
     e = plan_module(raw, snapshot(nodes=nodes, stream=stream))[0]
     assert e.reason_code is Reason.NO_DTK_TAG
     assert f"{R410}, {R411}, 9.6.20250715-0" in e.reason
+
+
+# -- kernels ahead of an upgrade ----------------------------------------------------------------
+
+K88 = "4.18.0-477.10.1.el8_8.x86_64"
+K88_RT = "4.18.0-477.10.1.rt7.274.el8_8.x86_64"
+R413 = "413.86.202307250857-0"
+DTK_413 = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + "13" * 32
+RELEASE = "quay.io/openshift-release-dev/ocp-release@sha256:" + "ab" * 32
+
+
+def upcoming_snapshot(nodes=None, upcoming=None):
+    from dataclasses import replace
+
+    from kmm_dtk.core.plan import UpcomingKernel
+    upcoming = upcoming if upcoming is not None else (
+        UpcomingKernel(K88, R413, DTK_413, RELEASE),
+        UpcomingKernel(K88_RT, R413, DTK_413, RELEASE, realtime=True),
+    )
+    return replace(snapshot(nodes), upcoming=tuple(upcoming))
+
+
+def test_upcoming_kernel_is_planned_on_the_release_dtk_before_any_node_runs_it():
+    entries = by_kernel(plan_module(module(), upcoming_snapshot()))
+    assert sorted(entries) == [K84, K86, K88]  # no real-time node here: the RT kernel is not planned
+    e88 = entries[K88]
+    assert e88.action is Action.BUILD
+    assert (e88.rhcos, e88.dtk_image, e88.release) == (R413, DTK_413, RELEASE)
+    assert e88.dockerfile.splitlines()[1] == f"FROM {DTK_413} AS builder"
+    assert f"ahead of the upgrade to {RELEASE}" in e88.reason
+    assert e88.to_json()["release"] == RELEASE
+    assert entries[K84].release is None and "release" not in entries[K84].to_json()
+
+
+def test_upcoming_kernel_has_the_hash_it_will_have_once_nodes_run_it():
+    """Once nodes boot into the kernel and the ImageStream has the release's DTK tag, the plan is the
+    same Build: nothing is rebuilt after the upgrade."""
+    ahead = by_kernel(plan_module(module(), upcoming_snapshot()))[K88]
+    stream = design_stream()
+    stream["spec"]["tags"].append({"name": R413, "from": {"kind": "DockerImage", "name": DTK_413}})
+    stream["status"]["tags"].append({"tag": R413, "items": [{"dockerImageReference": DTK_413, "image": "sha256:" + "13" * 32}]})
+    after = by_kernel(plan_module(module(), snapshot(
+        design_nodes() + [node("worker-9", K88, f"Red Hat Enterprise Linux CoreOS {R413} (Ootpa)")], stream)))[K88]
+    assert after.release is None
+    assert (after.hash, after.dtk_image) == (ahead.hash, ahead.dtk_image)
+
+
+def test_realtime_nodes_move_to_the_release_rt_kernel():
+    rt = node("worker-rt", "4.18.0-372.16.1.rt7.173.el8_6.x86_64", f"Red Hat Enterprise Linux CoreOS {R411} (Ootpa)")
+    entries = by_kernel(plan_module(module(), upcoming_snapshot(design_nodes() + [rt])))
+    assert K88 in entries and K88_RT in entries
+    assert entries[K88_RT].dtk_image == DTK_413
+
+
+def test_upcoming_kernel_not_planned_for_a_module_selecting_no_node():
+    m = module()
+    m["spec"]["selector"] = {"gpu": "true"}
+    entries = plan_module(m, upcoming_snapshot())
+    assert [e.reason_code for e in entries] == [Reason.NO_NODES]
+
+
+def test_a_running_kernel_ignores_its_upcoming_entry():
+    from kmm_dtk.core.plan import UpcomingKernel
+    snap = upcoming_snapshot(upcoming=[UpcomingKernel(K86, R413, DTK_413, RELEASE)])
+    e86 = by_kernel(plan_module(module(), snap))[K86]
+    assert (e86.rhcos, e86.dtk_image, e86.release) == (R411, IMAGE_411, None)
+
+
+@pytest.mark.parametrize("kernel,expected", [
+    ("4.18.0-372.16.1.rt7.173.el8_6.x86_64", True),
+    ("5.14.0-284.25.1.rt14.310.el9_2.x86_64", True),
+    ("6.12.0-55.9.1.el10_0.x86_64+rt", True),
+    ("5.14.0-427.40.1.el9_4.x86_64", False),
+    ("5.14.0-427.40.1.el9_4.x86_64+64k", False),
+    ("4.18.0-305.49.1.el8_4.x86_64", False),
+])
+def test_is_realtime(kernel, expected):
+    from kmm_dtk.core.plan import is_realtime
+    assert is_realtime(kernel) is expected
