@@ -29,6 +29,8 @@ from kmm_dtk.core.module import (
 from kmm_dtk.core.versions import node_versions
 
 HASH_LENGTH = 20  # hex characters; fits a label value and is far from colliding per Module
+# Builds stamp the plan hash on the image they push: the registry then says what an image was built from.
+IMAGE_HASH_LABEL = "kmm-dtk.io/hash"
 
 
 class Action(str, Enum):

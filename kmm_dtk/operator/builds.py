@@ -13,13 +13,13 @@ import hashlib
 import re
 from typing import Any, Mapping
 
-from kmm_dtk.core.plan import PlanEntry
+from kmm_dtk.core.plan import IMAGE_HASH_LABEL, PlanEntry
 from kmm_dtk.operator.resources import BUILDS, MANAGED_BY, MANAGED_BY_LABEL
 
 GROUP = "kmm-dtk.io"
 MODULE_LABEL = f"{GROUP}/module"  # the Module's name when it fits a label value, else its hash
 KERNEL_LABEL = f"{GROUP}/kernel-hash"  # kernels hold '+', not allowed in label values
-HASH_LABEL = f"{GROUP}/hash"
+HASH_LABEL = IMAGE_HASH_LABEL  # on the Build and on the image it pushes
 KERNEL_ANNOTATION = f"{GROUP}/kernel"
 RHCOS_ANNOTATION = f"{GROUP}/rhcos"
 DTK_ANNOTATION = f"{GROUP}/dtk-image"

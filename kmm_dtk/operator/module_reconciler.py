@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
 from kmm_dtk.core.plan import Action, PlanEntry, plan_module
+from kmm_dtk.kube.controller import Result
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.kube.frozen import EMPTY, thaw
 from kmm_dtk.operator.builds import (
@@ -29,8 +30,11 @@ from kmm_dtk.operator.builds import (
 from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.resources import BUILDS, MODULES
+from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.operator.status import (
     DONE_PHASES,
+    SUCCEEDED,
+    WAITING,
     ERROR,
     EXISTS,
     FAILED,
@@ -50,22 +54,37 @@ log = logging.getLogger(__name__)
 
 
 class ImageChecker(Protocol):
-    """Whether a plan entry's image already exists, built from the same inputs."""
+    """Asks the registry before a Build is made: does the image exist, built from these inputs, and
+    is the DTK really for this kernel? ``kmm_dtk.registry.check.RegistryChecker`` is the real one."""
 
-    def exists(self, entry: PlanEntry) -> bool: ...
+    def check(self, entry: PlanEntry) -> ImageCheck: ...
+
+    def check_dtk(self, entry: PlanEntry) -> DtkCheck: ...
+
+    def invalidate(self, image: str) -> None: ...
 
 
 class AssumeMissing:
-    """Every image is missing: build whatever has no Build yet. (The registry check comes later.)"""
+    """No registry access (``--assume-missing``): every image without a Build is built, every DTK trusted."""
 
-    def exists(self, entry: PlanEntry) -> bool:
-        return False
+    def check(self, entry: PlanEntry) -> ImageCheck:
+        return ImageCheck(ImageState.MISSING, "not checked (--assume-missing)")
+
+    def check_dtk(self, entry: PlanEntry) -> DtkCheck:
+        return DtkCheck(DtkState.MATCHES, "not checked (--assume-missing)")
+
+    def invalidate(self, image: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)
 class _Outcome:
     record: dict[str, Any]
     events: tuple[EventSpec, ...] = ()
+
+    @property
+    def waiting(self) -> bool:
+        return self.record.get("phase") == WAITING
 
 
 _MERGED_REASONS = ("BuildimageCreated", "BuildimageCancelled")
@@ -99,23 +118,26 @@ def _phase_message(name: str, phase: str) -> str:
 
 class ModuleReconciler:
     def __init__(self, view: ClusterView, client: KubeClient, recorder: EventRecorder,
-                 checker: ImageChecker | None = None, dry_run: bool = False) -> None:
+                 checker: ImageChecker | None = None, dry_run: bool = False,
+                 registry_retry: float = 60.0) -> None:
         self.view = view
         self.client = client
         self.recorder = recorder
         self.checker = checker or AssumeMissing()
         self.dry_run = dry_run
+        self.registry_retry = registry_retry  # seconds before asking a silent registry again
 
-    def reconcile(self, key: str) -> None:
+    def reconcile(self, key: str) -> Result | None:
         module = self.view.modules.get(key)
         if module is None or (module.get("metadata") or EMPTY).get("deletionTimestamp"):
-            return  # its Builds are owned by it and go with it
+            return None  # its Builds are owned by it and go with it
         entries = plan_module(module, self.view.snapshot())
         status = module.get("status") or EMPTY
         previous = {r.get("kernel"): r for r in status.get("kernels") or () if isinstance(r, Mapping)}
         builds = self.view.builds.by_index(OWNER_INDEX, key)
 
         records, events = [], []
+        waiting = False
         for entry in entries:
             if entry.action is Action.BUILD:
                 outcome = self._ensure_build(module, entry, previous.get(entry.kernel), builds)
@@ -125,6 +147,7 @@ class ModuleReconciler:
                 continue  # skips (no mapping, no build section) and Module-wide errors have no kernel record
             records.append(outcome.record)
             events.extend(outcome.events)
+            waiting = waiting or outcome.waiting
 
         errors = error_entries(entries)
         generation = (module.get("metadata") or EMPTY).get("generation")
@@ -136,6 +159,7 @@ class ModuleReconciler:
             self._write_status(module, new_status)
         for event in merge_events(events):
             self.recorder.emit(module, event)
+        return Result(requeue_after=self.registry_retry) if waiting else None
 
     # -- builds ----------------------------------------------------------------------------------
 
@@ -151,6 +175,8 @@ class ModuleReconciler:
 
         if current is not None:
             phase = phase_of_build(build_phase(current))
+            if phase == SUCCEEDED and (not previous or previous.get("phase") != SUCCEEDED):
+                self.checker.invalidate(entry.image or "")  # the registry's answer changed: ask again
             message = (current.get("status") or EMPTY).get("message") or _phase_message(name, build_phase(current))
             if phase == FAILED:
                 message = (f"Build {name} {build_phase(current).lower()}: {message}; not retried until its inputs "
@@ -158,11 +184,23 @@ class ModuleReconciler:
             return _Outcome(kernel_record(entry, phase, message, name, previous), tuple(events))
         if previous and previous.get("hash") == entry.hash and previous.get("phase") in DONE_PHASES:
             return _Outcome(dict(previous), tuple(events))  # already built from these very inputs
-        if self.checker.exists(entry):
-            return _Outcome(kernel_record(entry, EXISTS, f"{entry.image} exists and is up to date", "", previous),
+        image = self.checker.check(entry)
+        if image.exists:
+            return _Outcome(kernel_record(entry, EXISTS, image.message, "", previous), tuple(events))
+        if image.state is ImageState.UNKNOWN:
+            return _Outcome(kernel_record(entry, WAITING, f"not built: {image.message}; asking again later", "",
+                                          previous, reason="RegistryUnavailable"), tuple(events))
+        dtk = self.checker.check_dtk(entry)
+        if dtk.state is DtkState.MISMATCH:
+            if not previous or previous.get("message") != dtk.message:
+                events.append(EventSpec(WARNING, "DTKKernelMismatch", f"kernel {entry.kernel}: {dtk.message}"))
+            return _Outcome(kernel_record(entry, ERROR, dtk.message, "", previous, reason="DTKKernelMismatch"),
                             tuple(events))
+        if dtk.state is DtkState.UNKNOWN:
+            return _Outcome(kernel_record(entry, WAITING, f"not built: {dtk.message}; asking again later", "",
+                                          previous, reason="RegistryUnavailable"), tuple(events))
         try:
-            events.extend(self._create(module, entry, name))
+            events.extend(self._create(module, entry, name, image))
         except ApiError as err:
             if err.status not in (400, 403, 422):
                 raise  # transient (5xx, 429, timeouts): retried with backoff
@@ -170,11 +208,12 @@ class ModuleReconciler:
             message = f"Build {name} was refused by the API server ({err.status} {err.reason}): {err.message}"
             if not previous or previous.get("message") != message:
                 events.append(EventSpec(WARNING, "BuildimageRefused", message))
-            return _Outcome(kernel_record(entry, ERROR, message, name, previous), tuple(events))
+            return _Outcome(kernel_record(entry, ERROR, message, name, previous, reason="BuildRefused"),
+                            tuple(events))
         message = f"dry run: Build {name} not created" if self.dry_run else _phase_message(name, "New")
         return _Outcome(kernel_record(entry, PENDING, message, name, previous), tuple(events))
 
-    def _create(self, module: Mapping[str, Any], entry: PlanEntry, name: str) -> list[EventSpec]:
+    def _create(self, module: Mapping[str, Any], entry: PlanEntry, name: str, image: ImageCheck) -> list[EventSpec]:
         body = build_object(entry, thaw(module))
         namespace = module["metadata"]["namespace"]
         fields = {"module_": f"{namespace}/{module['metadata']['name']}", "kernel": entry.kernel, "build": name}
@@ -190,7 +229,10 @@ class ModuleReconciler:
             return []
         log.info("Build created", extra={**fields, "image": entry.image, "dtkImage": entry.dtk_image})
         dtk = f" on DTK {entry.dtk_image}" if entry.dtk_image else ""
-        return [EventSpec(NORMAL, "BuildimageCreated", f"Build {name} created for kernel {entry.kernel}{dtk}")]
+        ahead = f" ahead of the upgrade to release {entry.release}" if entry.release else ""
+        why = f" ({image.message})" if image.state is ImageState.OUTDATED else ""
+        return [EventSpec(NORMAL, "BuildimageCreated",
+                          f"Build {name} created for kernel {entry.kernel}{ahead}{dtk}{why}")]
 
     def _delete_superseded(self, module: Mapping[str, Any], stale: Mapping[str, Any],
                            entry: PlanEntry) -> list[EventSpec]:

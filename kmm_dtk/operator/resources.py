@@ -11,3 +11,12 @@ BUILDS = Resource("build.openshift.io", "v1", "builds", kind="Build")
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kmm-dtk"
+SECRETS = Resource("", "v1", "secrets", kind="Secret")
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", kind="ServiceAccount")
+IMAGE_CONFIGS = Resource("config.openshift.io", "v1", "images", namespaced=False, kind="Image")
+CLUSTERVERSIONS = Resource("config.openshift.io", "v1", "clusterversions", namespaced=False, kind="ClusterVersion")
+ICSPS = Resource("operator.openshift.io", "v1alpha1", "imagecontentsourcepolicies", namespaced=False,
+                 kind="ImageContentSourcePolicy")
+IDMSES = Resource("config.openshift.io", "v1", "imagedigestmirrorsets", namespaced=False, kind="ImageDigestMirrorSet")
+ITMSES = Resource("config.openshift.io", "v1", "imagetagmirrorsets", namespaced=False, kind="ImageTagMirrorSet")
+MIRROR_RESOURCES = (ICSPS, IDMSES, ITMSES)

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 from kmm_dtk.core.plan import Action, PlanEntry
 
 PENDING, BUILDING, SUCCEEDED, FAILED, EXISTS, ERROR = "Pending", "Building", "Succeeded", "Failed", "Exists", "Error"
+WAITING = "Waiting"  # the registry gave no definite answer: nothing built, asked again later
 DONE_PHASES = frozenset({SUCCEEDED, EXISTS})
 
 NORMAL, WARNING = "Normal", "Warning"
@@ -41,7 +42,7 @@ def phase_of_build(build_phase: str) -> str:
 
 
 def kernel_record(entry: PlanEntry, phase: str, message: str, build_name: str = "",
-                  previous: Mapping[str, Any] | None = None, now: str | None = None) -> dict[str, Any]:
+                  previous: Mapping[str, Any] | None = None, now: str | None = None, reason: str = "") -> dict[str, Any]:
     record = {
         "kernel": entry.kernel or "",
         "rhcos": entry.rhcos or "",
@@ -49,6 +50,8 @@ def kernel_record(entry: PlanEntry, phase: str, message: str, build_name: str = 
         "image": entry.image or "",
         "hash": entry.hash or "",
         "phase": phase,
+        "reason": reason,
+        "release": entry.release or "",
         "buildName": build_name,
         "message": message,
     }
@@ -78,7 +81,7 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
     records = list(records)
     errors = list(errors)
     failed = [r for r in records if r["phase"] == FAILED]
-    progressing = [r for r in records if r["phase"] in (PENDING, BUILDING)]
+    progressing = [r for r in records if r["phase"] in (PENDING, BUILDING, WAITING)]
     planned_error_kernels = {e.kernel for e in errors}
     refused = [r for r in records if r["phase"] == ERROR and r["kernel"] not in planned_error_kernels]
 
@@ -86,14 +89,16 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
         first = errors[0]
         degraded = (True, first.reason_code.value, "; ".join(_describe(e) for e in errors))
     elif refused:
-        degraded = (True, "BuildRefused", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in refused))
+        degraded = (True, refused[0].get("reason") or "BuildRefused", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in refused))
     elif failed:
         degraded = (True, "BuildFailed", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in failed))
     else:
         degraded = (False, "AsExpected", "no errors")
 
     if progressing:
-        prog = (True, "Building", ", ".join(f"{r['kernel']} ({r['phase'].lower()})" for r in progressing))
+        waiting = all(r["phase"] == WAITING for r in progressing)
+        prog = (True, "WaitingForRegistry" if waiting else "Building",
+                ", ".join(f"{r['kernel']} ({r['phase'].lower()})" for r in progressing))
     else:
         prog = (False, "Idle", "no build in progress")
 
@@ -102,7 +107,7 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
     elif errors or failed or refused:
         ready = (False, degraded[1], degraded[2])
     elif progressing:
-        ready = (False, "Building", prog[2])
+        ready = (False, prog[1], prog[2])
     else:
         ready = (True, "AllImagesBuilt", f"driver images ready for {len(records)} kernel(s)")
     return [

@@ -1,0 +1,138 @@
+"""What the operator needs from the cluster to talk to registries as its Builds and nodes would:
+pull credentials from Secrets, and the CAs the cluster trusts for image registries.
+
+Both are read with a GET when needed and kept for a short TTL rather than watched: the operator
+reads a handful of Secrets, and an informer on every Secret in the cluster would hold them all in
+memory. Read failures are logged (once per TTL) and fall back to what is known: a missing Secret
+means anonymous access, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from kmm_dtk.core.plan import PlanEntry
+from kmm_dtk.kube.client import ApiError, KubeClient
+from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
+from kmm_dtk.registry.client import RegistryClient
+from kmm_dtk.registry.tls import TrustStore
+from kmm_dtk.operator.resources import CONFIGMAPS, IMAGE_CONFIGS, SECRETS, SERVICEACCOUNTS
+
+log = logging.getLogger(__name__)
+
+BUILDER_SERVICE_ACCOUNT = "builder"  # OpenShift Builds run as it; its pull secrets are the Build's
+OPENSHIFT_CONFIG = "openshift-config"
+
+
+class _TTLCache:
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self.ttl, self.clock = ttl, clock
+        self._lock = threading.Lock()
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        now = self.clock()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        value = load()
+        with self._lock:
+            self._items[key] = (now + self.ttl, value)
+        return value
+
+
+class PullSecrets:
+    """Credentials per plan entry: the Module's ``imageRepoSecret``, else the pull secrets of the
+    namespace's ``builder`` ServiceAccount (as an OpenShift Build gets them), then ``base`` (the
+    ``--registry-config`` file, e.g. the cluster's global pull secret)."""
+
+    def __init__(self, client: KubeClient, base: AuthConfig | None = None, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.base = base or AuthConfig.EMPTY
+        self._cache = _TTLCache(ttl, clock)
+
+    def for_entry(self, entry: PlanEntry) -> AuthConfig:
+        namespace = entry.module.split("/", 1)[0]
+        return self.for_namespace(namespace, entry.image_repo_secret)
+
+    def for_namespace(self, namespace: str, secret: str | None) -> AuthConfig:
+        names = (secret,) if secret else self._builder_secrets(namespace)
+        configs = [self._secret(namespace, name) for name in names]
+        return AuthConfig.EMPTY.merged(*configs, self.base)
+
+    def _builder_secrets(self, namespace: str) -> tuple[str, ...]:
+        def load() -> tuple[str, ...]:
+            try:
+                sa = self.client.get(SERVICEACCOUNTS, BUILDER_SERVICE_ACCOUNT, namespace)
+            except ApiError as err:
+                if err.status != 404:
+                    log.warning("cannot read ServiceAccount", extra={"namespace": namespace,
+                                                                     "serviceAccount": BUILDER_SERVICE_ACCOUNT,
+                                                                     "error": f"{err.status} {err.reason}"})
+                return ()
+            return tuple(ref["name"] for ref in sa.get("imagePullSecrets") or () if isinstance(ref, Mapping)
+                         and isinstance(ref.get("name"), str))
+        return self._cache.get(("sa", namespace), load)
+
+    def _secret(self, namespace: str, name: str) -> AuthConfig:
+        def load() -> AuthConfig:
+            try:
+                secret = self.client.get(SECRETS, name, namespace)
+            except ApiError as err:
+                log.warning("cannot read pull secret; asking the registry without it",
+                            extra={"secret": f"{namespace}/{name}", "error": f"{err.status} {err.reason}"})
+                return AuthConfig.EMPTY
+            try:
+                return AuthConfig.from_secret(secret)
+            except AuthConfigError as err:
+                log.warning("unusable pull secret; asking the registry without it",
+                            extra={"secret": f"{namespace}/{name}", "error": str(err)})
+                return AuthConfig.EMPTY
+        return self._cache.get(("secret", namespace, name), load)
+
+
+class ClusterTrust:
+    """Keeps ``client.trust`` = the base trust store (system CAs, ``--ca-file``) plus the per-registry
+    CAs of ``image.config.openshift.io/cluster`` ``spec.additionalTrustedCA`` (a ConfigMap in
+    ``openshift-config`` whose keys are registry hosts, ``host..port`` for a port)."""
+
+    def __init__(self, client: KubeClient, registry: RegistryClient, base: TrustStore, ttl: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.registry = registry
+        self.base = base
+        self._cache = _TTLCache(ttl, clock)
+        self._applied: Mapping[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        per_host = self._cache.get("cas", self._load)
+        with self._lock:
+            if per_host != self._applied:
+                self.registry.trust = self.base.with_per_host(per_host)
+                self._applied = per_host
+                log.info("registry CAs updated", extra={"registries": sorted(per_host)})
+
+    def _load(self) -> dict[str, str]:
+        try:
+            image = self.client.get(IMAGE_CONFIGS, "cluster")
+        except ApiError as err:
+            if err.status != 404:
+                log.warning("cannot read image.config.openshift.io/cluster", extra={"error": f"{err.status} {err.reason}"})
+            return dict(self._applied or {})
+        name = ((image.get("spec") or {}).get("additionalTrustedCA") or {}).get("name")
+        if not name:
+            return {}
+        try:
+            cm = self.client.get(CONFIGMAPS, name, OPENSHIFT_CONFIG)
+        except ApiError as err:
+            log.warning("cannot read the additionalTrustedCA ConfigMap",
+                        extra={"configMap": f"{OPENSHIFT_CONFIG}/{name}", "error": f"{err.status} {err.reason}"})
+            return dict(self._applied or {})
+        return {TrustStore.host_from_configmap_key(k): v for k, v in (cm.get("data") or {}).items()
+                if isinstance(v, str) and v.strip()}
