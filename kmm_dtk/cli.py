@@ -6,12 +6,16 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
 
-from kmm_dtk import __version__
+from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
 from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_objects
 from kmm_dtk.dump import DumpError, load_files
+
+if TYPE_CHECKING:
+    from kmm_dtk.registry.auth import AuthConfig
+    from kmm_dtk.registry.tls import TrustStore
 
 EXIT_OK, EXIT_PLAN_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -45,6 +49,11 @@ def _build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--dtk-imagestream", type=imagestream_ref,
                       default=f"{DEFAULT_DTK_NAMESPACE}/{DEFAULT_DTK_NAME}", metavar="NAMESPACE/NAME",
                       help="the driver-toolkit ImageStream (default: %(default)s)")
+    plan.add_argument("--check-registry", action="store_true",
+                      help="ask the registries (through the ICSP/IDMS/ITMS mirrors among the input files) whether "
+                      "each image exists and is up to date: such entries become 'skip', a DTK for another kernel "
+                      "an error, an unanswered question 'wait'")
+    add_registry_flags(plan)
     plan.set_defaults(func=_cmd_plan)
 
     run = sub.add_parser(
@@ -72,11 +81,59 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     run.add_argument("--dry-run", action="store_true",
                      help="log the Builds, status and Events it would write, and write nothing")
-    run.add_argument("--assume-missing", action="store_true", default=True,
-                     help="treat every target image as missing, so a Build is created for each planned kernel "
-                     "without one (currently the only mode: there is no registry check yet)")
+    run.add_argument("--assume-missing", action="store_true",
+                     help="never ask a registry: treat every target image as missing and every DTK as right, so a "
+                     "Build is created for each planned kernel without one")
+    add_registry_flags(run)
+    run.add_argument("--global-pull-secret", type=imagestream_ref, default="openshift-config/pull-secret",
+                     metavar="NAMESPACE/NAME", help="the cluster's pull secret, used for release and DTK images and "
+                     "as a fallback for every registry (default: %(default)s; read if it exists)")
+    run.add_argument("--registry-cache-ttl", type=_positive_int, default=300, metavar="SECONDS",
+                     help="how long an answer about an image is reused; a finished Build forgets it (default: 300)")
+    run.add_argument("--prebuild-upgrades", action="store_true",
+                     help="watch ClusterVersion and build driver images for the kernel of the release being rolled "
+                     "out before nodes reboot into it")
     run.set_defaults(func=_cmd_run)
+    release_cli.add_parser(sub)
     return parser
+
+
+def add_registry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry-config", metavar="FILE", default=None,
+                        help="registry credentials, containers auth.json format (default: $REGISTRY_AUTH_FILE, else "
+                        "$XDG_RUNTIME_DIR/containers/auth.json if it exists)")
+    parser.add_argument("--ca-file", action="append", default=[], metavar="PATH",
+                        help="PEM file or directory of CAs trusted for every registry, besides the system's "
+                        "(repeatable; e.g. the mounted trusted CA bundle)")
+
+
+class UsageError(Exception):
+    """Bad flags or unreadable files: one line, exit 2."""
+
+
+def registry_auth_path(args: argparse.Namespace) -> str | None:
+    path = args.registry_config or os.environ.get("REGISTRY_AUTH_FILE")
+    if path is None and os.environ.get("XDG_RUNTIME_DIR"):
+        candidate = os.path.join(os.environ["XDG_RUNTIME_DIR"], "containers", "auth.json")
+        path = candidate if os.path.exists(candidate) else None
+    return path
+
+
+def registry_settings(args: argparse.Namespace) -> tuple[AuthConfig, TrustStore]:
+    """The credentials and CAs named by the registry flags; UsageError names a bad file."""
+    from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
+    from kmm_dtk.registry.tls import TrustStore
+
+    path = registry_auth_path(args)
+    try:
+        auth = AuthConfig.from_file(path) if path else AuthConfig.EMPTY
+    except AuthConfigError as err:
+        raise UsageError(str(err)) from None
+    try:
+        trust = TrustStore(ca_paths=tuple(args.ca_file))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return auth, trust
 
 
 def _positive_int(value: str) -> int:
@@ -105,7 +162,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from kmm_dtk.kube.manager import LeaderElectionConfig
     from kmm_dtk.observability import logs
     from kmm_dtk.observability.http import parse_bind_address
-    from kmm_dtk.operator.app import OperatorOptions, build_operator
+    from kmm_dtk.operator.app import OperatorOptions, RegistryOptions, build_operator
 
     logs.configure(args.log_format, args.log_level)
     for address in (args.metrics_bind_address, args.health_probe_bind_address):
@@ -114,6 +171,20 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         except ValueError as err:
             print(f"kmm-dtk run: {err}", file=sys.stderr)
             return EXIT_USAGE
+    registry = None
+    if not args.assume_missing:
+        try:
+            registry_settings(args)  # refuse unreadable files before starting anything
+        except UsageError as err:
+            print(f"kmm-dtk run: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        registry = RegistryOptions(
+            auth_file=registry_auth_path(args), ca_paths=tuple(args.ca_file),
+            global_pull_secret=args.global_pull_secret, cache_ttl=float(args.registry_cache_ttl))
+    elif args.prebuild_upgrades:
+        print("kmm-dtk run: --prebuild-upgrades reads release images from registries; it cannot be combined "
+              "with --assume-missing", file=sys.stderr)
+        return EXIT_USAGE
     try:
         api_client = load_api_client(args.kubeconfig, args.context, pool_size=args.workers + 16)
     except Exception as err:  # noqa: BLE001 - the kubernetes loader raises many kinds
@@ -130,6 +201,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
         dry_run=args.dry_run, identity=identity, metrics_address=args.metrics_bind_address,
         health_address=args.health_probe_bind_address, leader_election=election,
+        registry=registry, prebuild_upgrades=args.prebuild_upgrades,
     )
     operator = build_operator(KubeClient(api_client), options)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +218,8 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         args.dtk_imagestream,
     )
     result = plan_cluster(objects.modules, snapshot, problems)
+    if args.check_registry:
+        result = _check_registry(result, objects, args)
     if args.output == "json":
         json.dump(result.to_json(), out, indent=2)
         out.write("\n")
@@ -153,6 +227,25 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         _print_table(result, out)
     failed = any(e.action is Action.ERROR for e in result.entries)
     return EXIT_PLAN_ERRORS if failed and args.strict else EXIT_OK
+
+
+def _check_registry(result: ClusterPlan, objects, args: argparse.Namespace) -> ClusterPlan:
+    from dataclasses import replace
+
+    from kmm_dtk.registry.check import RegistryChecker, with_registry_answers
+    from kmm_dtk.registry.client import RegistryClient
+    from kmm_dtk.registry.mirrors import MirrorPolicy
+
+    auth, trust = registry_settings(args)
+    mirrors, problems = MirrorPolicy.from_objects(objects.mirror_sets)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    client = RegistryClient(trust, auth)
+    try:
+        checker = RegistryChecker(client, mirrors=lambda: mirrors)
+        return replace(result, entries=tuple(with_registry_answers(list(result.entries), checker)))
+    finally:
+        client.close()
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -183,7 +276,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args, out or sys.stdout)
-    except DumpError as err:
+    except (DumpError, UsageError) as err:
         print(f"kmm-dtk {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

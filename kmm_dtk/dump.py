@@ -1,8 +1,10 @@
 """Reading cluster dumps: YAML or JSON files of single objects, multi-document streams or Lists.
 
-This is what ``oc get nodes,imagestreams,modules,configmaps -A -o yaml`` prints. Structural
-problems (unreadable file, bad YAML, a document without apiVersion/kind) raise DumpError with one
-line naming the file and document; object-level problems are left to the planner.
+This is what ``oc get nodes,imagestreams,modules,configmaps -A -o yaml`` prints, optionally with
+the cluster's mirror rules (``oc get imagecontentsourcepolicies,imagedigestmirrorsets,imagetagmirrorsets
+-o yaml``) so that a disconnected cluster's images are looked up where its nodes pull them.
+Structural problems (unreadable file, bad YAML, a document without apiVersion/kind) raise DumpError
+with one line naming the file and document; object-level problems are left to the planner.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ClusterObjects:
     imagestreams: list[dict[str, Any]] = field(default_factory=list)
     modules: list[dict[str, Any]] = field(default_factory=list)
     configmaps: list[dict[str, Any]] = field(default_factory=list)
+    mirror_sets: list[dict[str, Any]] = field(default_factory=list)  # ICSP, IDMS and ITMS, for MirrorPolicy
     ignored: int = 0
 
     def find_imagestream(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -42,6 +45,9 @@ _KINDS = {
     ("v1", "ConfigMap"): "configmaps",
     ("image.openshift.io/v1", "ImageStream"): "imagestreams",
     ("kmm.sigs.x-k8s.io/v1beta1", "Module"): "modules",
+    ("operator.openshift.io/v1alpha1", "ImageContentSourcePolicy"): "mirror_sets",
+    ("config.openshift.io/v1", "ImageDigestMirrorSet"): "mirror_sets",
+    ("config.openshift.io/v1", "ImageTagMirrorSet"): "mirror_sets",
 }
 
 

@@ -36,6 +36,15 @@ EXPECTED_CLUSTER_RULES = {
     ("build.openshift.io", "builds"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # registry access: pull secrets by name (never listed or watched), the builder ServiceAccount
+    ("", "secrets"): {"get"},
+    ("", "serviceaccounts"): {"get"},
+    # disconnected clusters and upgrades: mirror policies, trusted CAs, the release being rolled out
+    ("operator.openshift.io", "imagecontentsourcepolicies"): {"list", "watch"},
+    ("config.openshift.io", "imagedigestmirrorsets"): {"list", "watch"},
+    ("config.openshift.io", "imagetagmirrorsets"): {"list", "watch"},
+    ("config.openshift.io", "images"): {"get"},
+    ("config.openshift.io", "clusterversions"): {"get", "list", "watch"},
 }
 # Namespaced Roles: (namespace, name) -> rules.
 EXPECTED_ROLES = {
@@ -49,6 +58,7 @@ EXPECTED_ARGS = [
     "--metrics-bind-address=:8080",
     "--health-probe-bind-address=:8081",
     "--log-format=json",
+    "--ca-file=/etc/pki/kmm-dtk/trusted-ca",
 ]
 
 CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
@@ -314,10 +324,12 @@ def test_roles_are_exactly_the_expected_ones(objects: list[dict[str, Any]]) -> N
     assert roles == EXPECTED_ROLES
 
 
-def test_no_role_grants_secrets_or_privilege_escalation(objects: list[dict[str, Any]]) -> None:
+def test_no_role_lists_secrets_or_grants_privilege_escalation(objects: list[dict[str, Any]]) -> None:
+    """Pull secrets are read one by one by name; listing or watching would hand over every Secret."""
     for role in find(objects, "ClusterRole") + find(objects, "Role"):
         for (group, resource), verbs in rule_set(role["rules"]).items():
-            assert resource.split("/")[0] != "secrets", f"{role['metadata']['name']} reads secrets"
+            if resource.split("/")[0] == "secrets":
+                assert verbs == {"get"}, f"{role['metadata']['name']} may {sorted(verbs)} secrets"
             assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, (
                 f"{role['metadata']['name']}: {group}/{resource} {sorted(verbs)}")
 
@@ -507,3 +519,14 @@ def test_kustomize_images_override_the_operator_image(tmp_path: Path) -> None:
     }))
     deployment = only(kustomize_build(tmp_path), "Deployment", "kmm-dtk", NAMESPACE)
     assert [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["registry.example/kmm-dtk:v1"]
+
+
+def test_trusted_ca_bundle_is_injected_and_mounted_where_ca_file_points(
+        container: dict[str, Any], deployment: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    cm = only(objects, "ConfigMap", "kmm-dtk-trusted-ca", NAMESPACE)
+    assert cm["metadata"]["labels"]["config.openshift.io/inject-trusted-cabundle"] == "true"
+    path = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--ca-file="))
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == path)
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "kmm-dtk-trusted-ca"
+    assert volume["configMap"]["optional"] is True, "outside OpenShift nothing injects it: the pod must still start"

@@ -37,6 +37,7 @@ class Action(str, Enum):
     BUILD = "build"
     SKIP = "skip"
     ERROR = "error"
+    WAIT = "wait"  # the registry gave no definite answer: neither built nor skipped yet
 
 
 class Reason(str, Enum):
@@ -53,6 +54,11 @@ class Reason(str, Enum):
     UNKNOWN_RHCOS = "UnparseableOSImage"
     INVALID_DOCKERFILE = "InvalidDockerfile"
     NO_NODES = "NoSelectedNodes"
+    # from the registry (kmm-dtk plan --check-registry, the operator's checks)
+    IMAGE_EXISTS = "ImageExists"
+    IMAGE_OUTDATED = "ImageOutdated"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    DTK_KERNEL_MISMATCH = "DTKKernelMismatch"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from kmm_dtk.core.dtk import dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
-from kmm_dtk.kube.client import KubeClient
+from kmm_dtk.kube.client import ApiError, KubeClient, Resource
 from kmm_dtk.kube.controller import Controller
 from kmm_dtk.kube.decode import JsonDecoder, NodeDecoder
 from kmm_dtk.kube.frozen import EMPTY
@@ -38,9 +38,39 @@ from kmm_dtk.operator.caches import (
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.module_reconciler import ImageChecker, ModuleReconciler
 from kmm_dtk.operator.node_reconciler import NodeReconciler, node_changed
-from kmm_dtk.operator.resources import BUILDS, CONFIGMAPS, IMAGESTREAMS, MANAGED_BY, MANAGED_BY_LABEL, MODULES, NODES
+from kmm_dtk.operator.mirror_policy import MirrorWatch
+from kmm_dtk.operator.registry_access import ClusterTrust, PullSecrets
+from kmm_dtk.operator.resources import (
+    BUILDS,
+    CLUSTERVERSIONS,
+    CONFIGMAPS,
+    IMAGESTREAMS,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MIRROR_RESOURCES,
+    MODULES,
+    NODES,
+)
+from kmm_dtk.operator.upgrade_reconciler import CLUSTER_VERSION, UpgradeReconciler, desired_changed
+from kmm_dtk.registry.auth import AuthConfig
+from kmm_dtk.registry.check import RegistryChecker
+from kmm_dtk.registry.client import RegistryClient
+from kmm_dtk.registry.tls import TrustStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How the operator asks registries whether images exist (``None`` in OperatorOptions: it never does)."""
+
+    auth_file: str | None = None  # containers auth.json, e.g. a mounted copy of the global pull secret
+    ca_paths: tuple[str, ...] = ()  # CA files or directories trusted for every registry
+    global_pull_secret: tuple[str, str] | None = ("openshift-config", "pull-secret")
+    cache_ttl: float = 300.0  # seconds an answer about an image is reused
+    retry_after: float = 60.0  # seconds before a silent registry is asked again
+    timeout: float = 10.0
+    attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,8 @@ class OperatorOptions:
     health_address: str | None = ":8081"
     leader_election: LeaderElectionConfig | None = None
     informer_options: Mapping[str, Any] = field(default_factory=dict)  # tests shorten timeouts
+    registry: RegistryOptions | None = None  # None: --assume-missing, no registry access at all
+    prebuild_upgrades: bool = False  # build for the desired release's kernels before nodes reboot
 
 
 @dataclass
@@ -74,6 +106,56 @@ def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     o, n = old.get("metadata") or EMPTY, new.get("metadata") or EMPTY
     return (o.get("generation"), o.get("uid"), o.get("deletionTimestamp")) != \
         (n.get("generation"), n.get("uid"), n.get("deletionTimestamp"))
+
+
+def served(client: KubeClient, resource: Resource) -> bool:
+    """Whether the API server serves ``resource`` (OpenShift-only kinds are absent elsewhere)."""
+    try:
+        found = client.request("GET", f"/apis/{resource.group}/{resource.version}")
+    except ApiError as err:
+        if err.status == 404:
+            return False
+        raise
+    return any(r.get("name") == resource.plural for r in found.get("resources") or ())
+
+
+@dataclass
+class _RegistryAccess:
+    """The registry side of the operator: one client, the credentials, CAs and mirrors it uses."""
+
+    client: RegistryClient
+    checker: RegistryChecker
+    secrets: PullSecrets
+    trust: ClusterTrust
+    mirrors: MirrorWatch
+    global_pull_secret: tuple[str, str] | None
+    enqueue_all: Any = None
+
+    def auth_for(self, entry: Any) -> AuthConfig:
+        self.trust.refresh()
+        return self.secrets.for_entry(entry).merged(self.release_auth())
+
+    def release_auth(self) -> AuthConfig:
+        """What nodes pull release images with: the cluster's global pull secret."""
+        if self.global_pull_secret is None:
+            return self.secrets.base
+        return self.secrets.for_namespace(*self.global_pull_secret)
+
+    def mirrors_changed(self) -> None:
+        self.checker.clear()
+        if self.enqueue_all is not None:
+            self.enqueue_all()
+
+
+def _registry_access(client: KubeClient, options: RegistryOptions, mirrors: MirrorWatch) -> _RegistryAccess:
+    base_trust = TrustStore(ca_paths=options.ca_paths)
+    base_auth = AuthConfig.from_file(options.auth_file) if options.auth_file else AuthConfig.EMPTY
+    registry = RegistryClient(base_trust, base_auth, timeout=options.timeout, attempts=options.attempts)
+    secrets = PullSecrets(client, base_auth)
+    access = _RegistryAccess(registry, None, secrets, ClusterTrust(client, registry, base_trust),  # type: ignore[arg-type]
+                             mirrors, options.global_pull_secret)
+    access.checker = RegistryChecker(registry, mirrors=mirrors.policy, auth_for=access.auth_for, ttl=options.cache_ttl)
+    return access
 
 
 def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageChecker | None = None,
@@ -109,7 +191,22 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     module_queue = RateLimitingQueue("modules", metrics=controller_metrics)
     node_queue = RateLimitingQueue("nodes", metrics=controller_metrics)
     recorder = EventRecorder(client, options.identity, dry_run=options.dry_run)
-    module_reconciler = ModuleReconciler(view, client, recorder, checker, dry_run=options.dry_run)
+
+    access = None
+    if options.registry is not None:
+        mirror_caches = [informers(r, str(r), (), decoder=JsonDecoder(r.kind))
+                         for r in MIRROR_RESOURCES if served(client, r)]
+        access = _registry_access(client, options.registry, MirrorWatch(mirror_caches))
+        checker = checker or access.checker
+        for cache in mirror_caches:
+            for informer in cache.informers:
+                informer.add_handler(EventHandler(on_add=lambda _: access.mirrors_changed(),
+                                                  on_update=lambda old, new: access.mirrors_changed(),
+                                                  on_delete=lambda _: access.mirrors_changed()))
+    module_reconciler = ModuleReconciler(view, client, recorder, checker, dry_run=options.dry_run,
+                                         registry_retry=options.registry.retry_after if options.registry else 60.0)
+    if access is not None:
+        access.enqueue_all = lambda: [module_queue.add(module_key(m)) for m in modules.list()]
     node_reconciler = NodeReconciler(view, module_queue.add)
 
     # -- triggers: handlers only enqueue -------------------------------------------------------
@@ -159,6 +256,23 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
             on_add=build_event,
             on_update=lambda old, new: build_event(new) if build_phase(old) != build_phase(new) else None,
             on_delete=build_event))
+
+    if options.prebuild_upgrades:
+        if access is None:
+            raise ValueError("--prebuild-upgrades reads release images: it needs registry access "
+                             "(drop --assume-missing)")
+        cluster_versions = informers(CLUSTERVERSIONS, "clusterversion", (), decoder=JsonDecoder("ClusterVersion"),
+                                     field_selector=f"metadata.name={CLUSTER_VERSION}")
+        upgrade_queue = RateLimitingQueue("upgrades", metrics=controller_metrics)
+        upgrades = UpgradeReconciler(view, cluster_versions, access.client, access.checker.dtk,
+                                     access.release_auth, access.mirrors.policy, module_queue.add)
+        for informer in cluster_versions.informers:
+            informer.add_handler(EventHandler(
+                on_add=lambda cv: upgrade_queue.add(CLUSTER_VERSION),
+                on_update=lambda old, new: upgrade_queue.add(CLUSTER_VERSION) if desired_changed(old, new) else None,
+                on_delete=lambda cv: upgrade_queue.add(CLUSTER_VERSION)))
+        manager.add_controller(Controller("upgrade", upgrade_queue, upgrades.reconcile, workers=1,
+                                          metrics=controller_metrics))
 
     manager.add_synced_hook(node_reconciler.prime)
     manager.add_controller(Controller("node", node_queue, node_reconciler.reconcile, workers=1,

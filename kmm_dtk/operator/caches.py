@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from kmm_dtk.core.dtk import DtkIndex, dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
-from kmm_dtk.core.plan import ClusterSnapshot
+from kmm_dtk.core.plan import ClusterSnapshot, UpcomingKernel
 from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.frozen import EMPTY
 
@@ -176,6 +176,14 @@ class ClusterView:
         self.dtk_ref = dtk_ref
         self._dtk_lock = threading.Lock()
         self._dtk_cached: tuple[Any, DtkIndex | None] = (None, None)
+        self._upcoming: tuple[UpcomingKernel, ...] = ()  # kernels of the release being rolled out
+
+    def set_upcoming(self, upcoming: tuple[UpcomingKernel, ...]) -> None:
+        self._upcoming = tuple(upcoming)  # one reference swap: readers see the old or the new tuple
+
+    @property
+    def upcoming(self) -> tuple[UpcomingKernel, ...]:
+        return self._upcoming
 
     def dtk(self) -> DtkIndex | None:
         stream = self.imagestreams.get(f"{self.dtk_ref[0]}/{self.dtk_ref[1]}")
@@ -191,6 +199,7 @@ class ClusterView:
             dtk=self.dtk(),
             dtk_ref=self.dtk_ref,
             configmaps=_ConfigMapData(self.configmaps),
+            upcoming=self._upcoming,
         )
 
     def modules_selecting(self, label_sets: Iterable[Mapping[str, str]]) -> set[str]:

@@ -113,10 +113,15 @@ class ClusterTrust:
     def refresh(self) -> None:
         per_host = self._cache.get("cas", self._load)
         with self._lock:
-            if per_host != self._applied:
+            if per_host == self._applied:
+                return
+            try:
                 self.registry.trust = self.base.with_per_host(per_host)
-                self._applied = per_host
+            except ValueError as err:  # a malformed PEM: keep the CAs in force, say which entry is wrong
+                log.warning("additionalTrustedCA not applied", extra={"error": str(err)})
+            else:
                 log.info("registry CAs updated", extra={"registries": sorted(per_host)})
+            self._applied = per_host
 
     def _load(self) -> dict[str, str]:
         try:

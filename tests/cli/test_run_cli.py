@@ -36,8 +36,29 @@ def test_bad_flags_exit_2(args):
     assert "error:" in result.stderr
 
 
-def test_help_names_the_assume_missing_mode():
+def test_help_names_the_registry_flags():
     result = subprocess.run([sys.executable, "-m", "kmm_dtk", "run", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0
-    assert "--assume-missing" in result.stdout and "only mode" in result.stdout
+    for flag in ("--assume-missing", "--registry-config", "--ca-file", "--prebuild-upgrades", "--global-pull-secret"):
+        assert flag in result.stdout
+
+
+def test_unreadable_registry_config_is_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "auth.json"
+    bad.write_text("{not json")
+    result = _run("--registry-config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and str(bad) in result.stderr
+
+
+def test_missing_ca_file_is_one_line_naming_it(tmp_path):
+    result = _run("--ca-file", str(tmp_path / "nope.pem"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "nope.pem" in result.stderr
+
+
+def test_prebuild_upgrades_needs_registry_access():
+    result = _run("--assume-missing", "--prebuild-upgrades")
+    assert result.returncode == 2
+    assert "--prebuild-upgrades" in result.stderr and result.stderr.count("\n") == 1

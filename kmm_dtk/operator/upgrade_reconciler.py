@@ -1,0 +1,93 @@
+"""Builds ahead of upgrades (``--prebuild-upgrades``): from the release a cluster is moving to, the
+kernels its nodes will boot into, before any node reboots.
+
+ClusterVersion ``status.desired.image`` names the release being rolled out. Its DTK (from the
+release's ``image-references``) says which kernel and RT kernel the new RHCOS carries; those become
+``UpcomingKernel`` entries of the snapshot, and every Module is planned again, so the driver image
+for the new kernel is built while nodes still run the old one. A kernel that a node already runs is
+planned from the node as usual (``ClusterSnapshot.upcoming_for``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+from kmm_dtk.core.plan import UpcomingKernel, is_realtime
+from kmm_dtk.kube.frozen import EMPTY
+from kmm_dtk.operator.caches import Cache, ClusterView, module_key
+from kmm_dtk.registry.auth import AuthConfig
+from kmm_dtk.registry.client import RegistryClient
+from kmm_dtk.registry.mirrors import MirrorPolicy
+from kmm_dtk.registry.reference import ImageRef, ReferenceError
+from kmm_dtk.registry.release import DtkInspector, ReleaseLookupError, release_kernels
+
+log = logging.getLogger(__name__)
+
+CLUSTER_VERSION = "version"
+
+
+def desired_release(cluster_version: Mapping[str, Any] | None) -> str | None:
+    if cluster_version is None:
+        return None
+    desired = (cluster_version.get("status") or EMPTY).get("desired") or EMPTY
+    image = desired.get("image")
+    return image if isinstance(image, str) and image else None
+
+
+def desired_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return desired_release(old) != desired_release(new)
+
+
+class UpgradeReconciler:
+    """Resolves the desired release into ``view.upcoming`` and re-plans the Modules. A registry that
+    does not answer raises, so the work queue retries with backoff; a release without a usable DTK is
+    logged and leaves nothing upcoming (there is nothing to build ahead for)."""
+
+    def __init__(self, view: ClusterView, cluster_versions: Cache, registry: RegistryClient,
+                 inspector: DtkInspector, auth: Callable[[], AuthConfig], mirrors: Callable[[], MirrorPolicy],
+                 enqueue_module: Callable[[str], None]) -> None:
+        self.view = view
+        self.cluster_versions = cluster_versions
+        self.registry = registry
+        self.inspector = inspector
+        self.auth = auth
+        self.mirrors = mirrors
+        self.enqueue_module = enqueue_module
+        self._resolved: str | None = None
+
+    def reconcile(self, key: str) -> None:
+        release = desired_release(self.cluster_versions.get(key))
+        if release == self._resolved:
+            return
+        upcoming = self._upcoming(release) if release else ()
+        self.view.set_upcoming(upcoming)
+        self._resolved = release
+        if upcoming:
+            log.info("preparing driver images ahead of the upgrade",
+                     extra={"release": release, "kernels": [u.kernel for u in upcoming]})
+        for module in self.view.modules.list():
+            self.enqueue_module(module_key(module))
+
+    def _upcoming(self, release: str) -> tuple[UpcomingKernel, ...]:
+        try:
+            ref = ImageRef.parse(release)
+        except ReferenceError as err:
+            log.warning("ClusterVersion names an unreadable release image", extra={"release": release,
+                                                                                  "error": str(err)})
+            return ()
+        try:
+            info, kernels = release_kernels(self.registry, ref, auth=self.auth(), mirrors=self.mirrors(),
+                                            inspector=self.inspector)
+        except (ReleaseLookupError, ValueError) as err:  # RegistryError propagates: retried with backoff
+            log.warning("no driver-toolkit to build ahead of the upgrade", extra={"release": release,
+                                                                                 "error": str(err)})
+            return ()
+        name = f"{info.version} ({release})" if info.version else release
+        found = []
+        if kernels.kernel:
+            found.append(UpcomingKernel(kernels.kernel, info.rhcos_version, info.dtk_image, name,
+                                        realtime=is_realtime(kernels.kernel)))
+        if kernels.rt_kernel:
+            found.append(UpcomingKernel(kernels.rt_kernel, info.rhcos_version, info.dtk_image, name, realtime=True))
+        return tuple(found)

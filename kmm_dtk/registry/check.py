@@ -1,0 +1,176 @@
+"""Does a plan entry's image already exist, built from the same inputs? And is its DTK the right one?
+
+Shared by the operator and ``kmm-dtk plan --check-registry``. The registry is asked the way a node
+would ask it: through the cluster's mirrors in order, then the source unless a policy forbids it.
+Only a definite answer counts: a registry that cannot be reached, refuses us or times out gives
+``UNKNOWN``, which is never a reason to build (an ephemeral or unreachable registry must not cause a
+rebuild storm) nor a reason to believe the image is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+import threading
+import time
+from typing import Callable
+
+from kmm_dtk.core.module import RegistryTLS
+from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
+from kmm_dtk.registry.auth import AuthConfig
+from kmm_dtk.registry.client import RegistryClient, RegistryError
+from kmm_dtk.registry.image import image_config
+from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
+from kmm_dtk.registry.reference import ImageRef, ReferenceError
+from kmm_dtk.registry.release import DtkInspector
+from kmm_dtk.registry.tls import TLSPolicy
+from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
+
+log = logging.getLogger(__name__)
+
+
+def tls_policy(tls: RegistryTLS | None) -> TLSPolicy:
+    if tls is None:
+        return TLSPolicy()
+    return TLSPolicy(insecure=bool(tls.insecure), skip_verify=bool(tls.insecure_skip_tls_verify))
+
+
+def _where(source: PullSource) -> str:
+    return f" through mirror {source.mirror} ({source.origin})" if source.mirror else ""
+
+
+class RegistryChecker:
+    """The operator's and the planner's ``ImageChecker``: answers cached for ``ttl`` seconds.
+
+    ``auth_for(entry)`` gives the credentials a node or the Build would use for that entry (the
+    Module's ``imageRepoSecret``, else the namespace's ``builder`` pull secrets, plus any global auth
+    file); ``mirrors()`` the policy in force now. Neither is cached here: their owners cache them.
+    """
+
+    def __init__(self, client: RegistryClient, *, mirrors: Callable[[], MirrorPolicy] = lambda: MirrorPolicy.EMPTY,
+                 auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None, ttl: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.mirrors = mirrors
+        self.auth_for = auth_for
+        self.ttl = ttl
+        self.clock = clock
+        self.dtk = DtkInspector(client)
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[float, ImageCheck]] = {}
+
+    # -- target images -----------------------------------------------------------------------------
+
+    def check(self, entry: PlanEntry) -> ImageCheck:
+        assert entry.image is not None and entry.hash is not None
+        key = (entry.image, entry.hash)
+        now = self.clock()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+        result = self._check(entry)
+        if result.state is not ImageState.UNKNOWN:
+            with self._lock:
+                self._cache[key] = (now + self.ttl, result)
+        return result
+
+    def invalidate(self, image: str) -> None:
+        """A Build just pushed ``image``: the next check asks the registry again."""
+        with self._lock:
+            for key in [k for k in self._cache if k[0] == image]:
+                del self._cache[key]
+
+    def clear(self) -> None:
+        """The mirror policy changed: every answer may be different now."""
+        with self._lock:
+            self._cache.clear()
+
+    def _check(self, entry: PlanEntry) -> ImageCheck:
+        assert entry.image is not None
+        try:
+            ref = ImageRef.parse(entry.image)
+        except ReferenceError as err:
+            return ImageCheck(ImageState.UNKNOWN, f"cannot check {entry.image}: {err}")
+        unknown: list[str] = []
+        sources = self.mirrors().pull_sources(ref)
+        for source in sources:
+            tls = tls_policy(entry.registry_tls) if source.ref.registry == ref.registry else TLSPolicy()
+            try:
+                config = image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls)
+            except RegistryError as err:
+                unknown.append(f"{source.ref}: {err}")
+                continue
+            if config is None:
+                continue
+            where = _where(source)
+            label = config.labels.get(IMAGE_HASH_LABEL)
+            if label is None:
+                return ImageCheck(ImageState.FOREIGN, f"{entry.image} exists{where} without a {IMAGE_HASH_LABEL} "
+                                  "label (built elsewhere): kept", source.mirror)
+            if label == entry.hash:
+                return ImageCheck(ImageState.CURRENT, f"{entry.image} exists{where} and is up to date", source.mirror)
+            return ImageCheck(ImageState.OUTDATED, f"{entry.image} exists{where} but was built from other inputs "
+                              f"(hash {label}, plan {entry.hash}): rebuilding", source.mirror)
+        if unknown:
+            return ImageCheck(ImageState.UNKNOWN, "registry gave no answer for " + "; ".join(unknown))
+        asked = ", ".join(str(s.ref) for s in sources)
+        return ImageCheck(ImageState.MISSING, f"{entry.image} not found (asked {asked})")
+
+    # -- DTK images --------------------------------------------------------------------------------
+
+    def check_dtk(self, entry: PlanEntry) -> DtkCheck:
+        """Is the DTK this entry builds on really for its kernel? (OKD has shipped DTKs that were not.)"""
+        if not entry.dtk_image or entry.kernel is None:
+            return DtkCheck(DtkState.MATCHES, "no DTK")
+        try:
+            ref = ImageRef.parse(entry.dtk_image)
+        except ReferenceError as err:
+            return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
+        tls = tls_policy(entry.base_image_registry_tls)
+        try:
+            kernels = self.dtk.kernels(ref, auth=self.auth_for(entry), tls=tls,
+                                       sources=self.mirrors().pull_sources(ref))
+        except RegistryError as err:
+            return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
+        except ValueError as err:  # unreadable driver-toolkit-release.json and no labels
+            return DtkCheck(DtkState.UNKNOWN, str(err))
+        offered = [k for k in (kernels.kernel, kernels.rt_kernel) if k]
+        if entry.kernel in offered:
+            return DtkCheck(DtkState.MATCHES, f"DTK {entry.dtk_image} carries kernel {entry.kernel}")
+        if not offered:
+            return DtkCheck(DtkState.UNKNOWN, f"DTK {entry.dtk_image} names no kernel ({kernels.source})")
+        return DtkCheck(DtkState.MISMATCH,
+                        f"DTK {entry.dtk_image} (RHCOS {entry.rhcos or 'unknown'}) is for kernel "
+                        f"{' / '.join(offered)}, not {entry.kernel} ({kernels.source}); a driver built on it would "
+                        "not load: fix or re-import the driver-toolkit ImageStream tag")
+
+
+def with_registry_answers(entries: list[PlanEntry], checker: RegistryChecker) -> list[PlanEntry]:
+    """The plan as the operator would carry it out: images that exist and are up to date (or were
+    built elsewhere) are skipped, outdated ones rebuilt, a wrong DTK refused, silence waited out."""
+    answered: list[PlanEntry] = []
+    for entry in entries:
+        if entry.action is not Action.BUILD:
+            answered.append(entry)
+            continue
+        image = checker.check(entry)
+        if image.exists:
+            answered.append(replace(entry, action=Action.SKIP, reason_code=Reason.IMAGE_EXISTS, reason=image.message))
+            continue
+        if image.state is ImageState.UNKNOWN:
+            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
+                                    reason=image.message))
+            continue
+        dtk = checker.check_dtk(entry)
+        if dtk.state is DtkState.MISMATCH:
+            answered.append(replace(entry, action=Action.ERROR, reason_code=Reason.DTK_KERNEL_MISMATCH,
+                                    reason=dtk.message))
+        elif dtk.state is DtkState.UNKNOWN:
+            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
+                                    reason=dtk.message))
+        elif image.state is ImageState.OUTDATED:
+            answered.append(replace(entry, reason_code=Reason.IMAGE_OUTDATED, reason=image.message))
+        else:
+            answered.append(entry)
+    return answered
