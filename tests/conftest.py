@@ -80,3 +80,34 @@ def proxied_api(cluster: TestCluster, fault_proxy: FaultProxy, tmp_path: Path) -
         yield api_client
     finally:
         api_client.close()
+
+
+# -- OCI registries (the docker-registry binary; `.ci/run` installs it) ------------------------------
+
+from tests.support.registry import RegistryServer  # noqa: E402 - kept with the fixtures that use it
+
+
+def _registry(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Iterator[RegistryServer]:
+    server = RegistryServer(tmp_path_factory.mktemp(f"registry-{mode}"), mode).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """docker-registry over TLS (its CA in ``.ca_file``) with htpasswd Basic auth (``.username``/``.password``)."""
+    yield from _registry(tmp_path_factory, "tls")
+
+
+@pytest.fixture(scope="session")
+def registry_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """docker-registry over plain HTTP, anonymous: for ``registryTLS.insecure``."""
+    yield from _registry(tmp_path_factory, "plain")
+
+
+@pytest.fixture(scope="session")
+def registry_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """docker-registry over TLS with docker token auth; ``.token_server`` counts token requests."""
+    yield from _registry(tmp_path_factory, "token")

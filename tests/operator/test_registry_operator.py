@@ -1,0 +1,285 @@
+"""The operator asking a real registry (docker-registry on loopback, TLS + htpasswd) before it
+builds: images that exist are not rebuilt, outdated ones are, a silent registry builds nothing, a
+DTK for another kernel is refused, mirrors are asked as nodes would ask them (a disconnected
+cluster), and a ClusterVersion moving to a new release builds for its kernel before any Node moves.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+from kubernetes import client
+
+from kmm_dtk.core.plan import IMAGE_HASH_LABEL, plan_module, snapshot_from_objects
+from kmm_dtk.operator.app import RegistryOptions
+from tests.operator.conftest import DOCKERFILE, Scenario, module_body, os_image
+from tests.support.controlplane import wait_for
+from tests.support.design import K84, K86, R410, R411
+from tests.support.objects import create_imagestream, create_node, unique_name
+from tests.support.registry import push_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.registry]
+
+K88 = "4.18.0-477.10.1.el8_8.x86_64"
+K88_RT = "4.18.0-477.10.1.rt7.274.el8_8.x86_64"
+R413 = "413.86.202307250857-0"
+
+
+def dtk_files(kernel: str, rt_kernel: str | None = None) -> dict[str, bytes]:
+    release = {"KERNEL_VERSION": kernel, "RHEL_VERSION": "8.6", "OCP_VERSION": "4.11"}
+    if rt_kernel:
+        release["RT_KERNEL_VERSION"] = rt_kernel
+    return {"etc/driver-toolkit-release.json": json.dumps(release).encode()}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a registry that cannot be reached."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pull_secret(namespace: str, name: str, host: str, username: str, password: str) -> dict:
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    config = json.dumps({"auths": {host: {"auth": auth}}}).encode()
+    return {"metadata": {"name": name, "namespace": namespace}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(config).decode()}}
+
+
+@dataclass
+class RegistryScenario(Scenario):
+    registry: object = None
+    dtk: dict[str, str] | None = None  # RHCOS -> DTK pull spec in the test registry
+
+    def image(self, kernel: str) -> str:
+        return f"{self.registry.host}/{self.namespace}/simple-kmod:{kernel}"
+
+    def repository(self) -> str:
+        return f"{self.namespace}/simple-kmod"
+
+    def planned_hashes(self, module: dict) -> dict[str, str]:
+        """The hash the operator will plan for each kernel: the same pure planner, from the same objects."""
+        core = client.CoreV1Api(self.api)
+        nodes = [core.read_node(n).to_dict() for n in self.nodes]
+        nodes = [{"metadata": {"name": n["metadata"]["name"], "labels": n["metadata"]["labels"]},
+                  "status": {"nodeInfo": {"kernelVersion": n["status"]["node_info"]["kernel_version"],
+                                          "osImage": n["status"]["node_info"]["os_image"]}}} for n in nodes]
+        stream = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            "image.openshift.io", "v1", self.namespace, "imagestreams", "driver-toolkit")
+        cm = {"metadata": {"name": "dockerfile", "namespace": self.namespace}, "data": {"dockerfile": DOCKERFILE}}
+        snapshot, _ = snapshot_from_objects(nodes, stream, [cm], (self.namespace, "driver-toolkit"))
+        module = {**module, "metadata": {**module["metadata"], "namespace": self.namespace}}
+        return {e.kernel: e.hash for e in plan_module(module, snapshot) if e.hash}
+
+
+@pytest.fixture
+def reg(api, namespace, new_node_name, registry_tls) -> RegistryScenario:
+    """The design cluster with its DTKs, driver images and pull secret in the test registry."""
+    dtk = {}
+    for rhcos, kernel in ((R410, K84), (R411, K86)):
+        pushed = push_image(registry_tls, f"{namespace}/dtk", rhcos, files=dtk_files(kernel))
+        dtk[rhcos] = pushed.pull_spec
+    create_imagestream(api, namespace, "driver-toolkit", dtk)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "dockerfile"}, "data": {"dockerfile": DOCKERFILE}})
+    core.create_namespaced_secret(namespace, pull_secret(namespace, "push", registry_tls.host, registry_tls.username,
+                                                         registry_tls.password))
+    nodes = {}
+    for rhcos, kernel in ((R410, K84), (R411, K86)):
+        name = new_node_name("worker")
+        create_node(api, name, kernel, os_image(rhcos), {"node-role.kubernetes.io/worker": "",
+                                                         "kmm-dtk-test/ns": namespace})
+        nodes[name] = kernel
+    return RegistryScenario(api, namespace, nodes, registry=registry_tls, dtk=dtk)
+
+
+def module_in_registry(s: RegistryScenario, image_prefix: str | None = None, secret: str | None = "push") -> dict:
+    prefix = image_prefix or f"{s.registry.host}/{s.namespace}"
+    body = module_body(s.namespace, kernelMappings=[{
+        "regexp": r"^.+\.el8_\d+\.x86_64$",
+        "containerImage": f"{prefix}/simple-kmod:${{KERNEL_FULL_VERSION}}",
+        "build": {"dockerfileConfigMap": {"name": "dockerfile"}},
+    }])
+    if secret:
+        body["spec"]["imageRepoSecret"] = {"name": secret}
+    else:
+        del body["spec"]["imageRepoSecret"]
+    return body
+
+
+def registry_options(s: RegistryScenario, **kw) -> RegistryOptions:
+    return RegistryOptions(ca_paths=(str(s.registry.ca_file),), global_pull_secret=(s.namespace, "push"),
+                           retry_after=0.5, **kw)
+
+
+def settled(s: RegistryScenario, kernels: set[str], phases: set[str] | None = None) -> dict[str, dict]:
+    """The kernel records, once every kernel in ``kernels`` has one (in one of ``phases``)."""
+    found: dict[str, dict] = {}
+
+    def ready() -> bool:
+        found.clear()
+        found.update(s.kernel_status())
+        return kernels <= set(found) and (phases is None or all(found[k]["phase"] in phases for k in kernels))
+
+    wait_for(ready, 30, f"status records for {sorted(kernels)}")
+    return found
+
+
+def test_up_to_date_and_foreign_images_are_not_rebuilt(reg, run_operator):
+    body = module_in_registry(reg)
+    hashes = reg.planned_hashes(body)
+    push_image(reg.registry, reg.repository(), K84, labels={IMAGE_HASH_LABEL: hashes[K84]})
+    push_image(reg.registry, reg.repository(), K86, labels={"vendor": "built by hand"})
+    run_operator(registry=registry_options(reg))
+    reg.create_module(body)
+
+    records = settled(reg, {K84, K86}, {"Exists"})
+    assert "is up to date" in records[K84]["message"]
+    assert "built elsewhere" in records[K86]["message"]
+    assert reg.builds() == []
+    wait_for(lambda: reg.condition("Ready").get("reason") == "AllImagesBuilt", 20, "Ready")
+
+
+def test_outdated_and_missing_images_are_built(reg, run_operator):
+    body = module_in_registry(reg)
+    push_image(reg.registry, reg.repository(), K84, labels={IMAGE_HASH_LABEL: "0" * 20})
+    run_operator(registry=registry_options(reg))
+    reg.create_module(body)
+
+    wait_for(lambda: set(reg.builds_by_kernel()) == {K84, K86}, 30, "Builds for both kernels")
+    created = wait_for(lambda: " ".join(e.message for e in reg.events("BuildimageCreated")), 20,
+                       "a BuildimageCreated Event")
+    assert "built from other inputs" in created and "0" * 20 in created
+
+
+def test_registry_refusing_us_builds_nothing_and_says_so(reg, run_operator):
+    body = module_in_registry(reg, secret="wrong")
+    client.CoreV1Api(reg.api).create_namespaced_secret(reg.namespace, pull_secret(
+        reg.namespace, "wrong", reg.registry.host, reg.registry.username, "not-the-password"))
+    run_operator(registry=registry_options(reg))  # the global pull secret is for another registry here
+    reg.create_module(body)
+
+    records = settled(reg, {K84, K86}, {"Waiting"})
+    assert all(r["reason"] == "RegistryUnavailable" for r in records.values())
+    assert "401" in records[K84]["message"]
+    wait_for(lambda: reg.condition("Progressing").get("reason") == "WaitingForRegistry", 20, "Progressing")
+    assert reg.builds() == []
+    everything = json.dumps(reg.module()) + " ".join(e.message for e in reg.events())
+    assert "not-the-password" not in everything and reg.registry.password not in everything
+
+
+def test_dtk_for_another_kernel_is_refused_naming_both_kernels(api, reg, run_operator):
+    wrong = push_image(reg.registry, f"{reg.namespace}/dtk", "okd-wrong", files=dtk_files(K84))
+    custom = client.CustomObjectsApi(api)
+    stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", reg.namespace, "imagestreams",
+                                                 "driver-toolkit")
+    for tag in stream["status"]["tags"]:  # R411's tag now points at a DTK carrying K84's headers
+        if tag["tag"] == R411:
+            tag["items"][0]["dockerImageReference"] = wrong.pull_spec
+            tag["items"][0]["image"] = wrong.digest
+    custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", reg.namespace, "imagestreams",
+                                                   "driver-toolkit", stream)
+    run_operator(registry=registry_options(reg))
+    reg.create_module(module_in_registry(reg))
+
+    records = settled(reg, {K84, K86})
+    wait_for(lambda: reg.kernel_status()[K86]["phase"] == "Error", 20, "the K86 record to be an error")
+    record = reg.kernel_status()[K86]
+    assert record["reason"] == "DTKKernelMismatch"
+    assert K84 in record["message"] and K86 in record["message"]
+    wait_for(lambda: reg.events("DTKKernelMismatch"), 20, "a DTKKernelMismatch Event")
+    assert set(reg.builds_by_kernel()) == {K84}
+    assert reg.condition("Degraded").get("reason") == "DTKKernelMismatch"
+    assert records  # both kernels got a record
+
+
+@pytest.fixture
+def mirror_sets(api) -> Iterator[list[tuple[str, str]]]:
+    """Cluster-scoped mirror sets made by a test, deleted after it."""
+    made: list[tuple[str, str]] = []
+    yield made
+    custom = client.CustomObjectsApi(api)
+    for plural, name in made:
+        custom.delete_cluster_custom_object("config.openshift.io", "v1", plural, name)
+
+
+def test_disconnected_cluster_finds_images_and_dtks_through_mirrors(api, reg, run_operator, mirror_sets):
+    """The source registry cannot be reached; IDMS (DTK digests) and ITMS (driver tags) point at the
+    mirror, NeverContactSource: K84's image is found there, K86's is missing there and gets built."""
+    source = f"127.0.0.1:{closed_port()}"
+    mirror = f"{reg.registry.host}/mirror"
+    custom = client.CustomObjectsApi(api)
+    dtk = {}
+    for rhcos, kernel in ((R410, K84), (R411, K86)):
+        pushed = push_image(reg.registry, f"mirror/{reg.namespace}/dtk", rhcos, files=dtk_files(kernel))
+        dtk[rhcos] = f"{source}/{reg.namespace}/dtk@{pushed.digest}"
+    stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", reg.namespace, "imagestreams",
+                                                 "driver-toolkit")
+    for tag in stream["status"]["tags"]:
+        tag["items"][0]["dockerImageReference"] = dtk[tag["tag"]]
+    custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", reg.namespace, "imagestreams",
+                                                   "driver-toolkit", stream)
+    for plural, kind, field in (("imagedigestmirrorsets", "ImageDigestMirrorSet", "imageDigestMirrors"),
+                                ("imagetagmirrorsets", "ImageTagMirrorSet", "imageTagMirrors")):
+        name = unique_name("mirrors")
+        custom.create_cluster_custom_object("config.openshift.io", "v1", plural, {
+            "apiVersion": "config.openshift.io/v1", "kind": kind, "metadata": {"name": name},
+            "spec": {field: [{"source": f"{source}/{reg.namespace}", "mirrors": [f"{mirror}/{reg.namespace}"],
+                              "mirrorSourcePolicy": "NeverContactSource"}]}})
+        mirror_sets.append((plural, name))
+
+    body = module_in_registry(reg, image_prefix=f"{source}/{reg.namespace}")
+    hashes = reg.planned_hashes(body)
+    push_image(reg.registry, f"mirror/{reg.namespace}/simple-kmod", K84, labels={IMAGE_HASH_LABEL: hashes[K84]})
+    run_operator(registry=registry_options(reg))
+    reg.create_module(body)
+
+    records = settled(reg, {K84, K86}, {"Exists", "Pending"})
+    assert records[K84]["phase"] == "Exists"
+    assert f"through mirror {mirror}/{reg.namespace}" in records[K84]["message"]
+    assert set(reg.builds_by_kernel()) == {K86}
+    build = reg.builds_by_kernel()[K86][0]
+    assert build["spec"]["output"]["to"]["name"] == f"{source}/{reg.namespace}/simple-kmod:{K86}"
+
+
+def test_cluster_version_moving_builds_for_the_new_kernel_before_any_node(api, reg, run_operator):
+    dtk = push_image(reg.registry, f"{reg.namespace}/dtk", R413, files=dtk_files(K88, K88_RT))
+    references = {
+        "kind": "ImageStream", "apiVersion": "image.openshift.io/v1", "metadata": {"name": "4.13.10"},
+        "spec": {"tags": [
+            {"name": "driver-toolkit", "from": {"kind": "DockerImage", "name": dtk.pull_spec}},
+            {"name": "rhel-coreos-8", "annotations": {"io.openshift.build.versions": f"machine-os={R413}"},
+             "from": {"kind": "DockerImage", "name": dtk.pull_spec}},
+        ]},
+    }
+    release = push_image(reg.registry, f"{reg.namespace}/release", "4.13.10",
+                         files={"release-manifests/image-references": json.dumps(references).encode()})
+    custom = client.CustomObjectsApi(api)
+    cv = custom.create_cluster_custom_object("config.openshift.io", "v1", "clusterversions", {
+        "apiVersion": "config.openshift.io/v1", "kind": "ClusterVersion", "metadata": {"name": "version"},
+        "spec": {"clusterID": "00000000-0000-0000-0000-000000000000"}})
+    try:
+        run_operator(registry=registry_options(reg), prebuild_upgrades=True)
+        reg.create_module(module_in_registry(reg))
+        wait_for(lambda: set(reg.builds_by_kernel()) == {K84, K86}, 30, "Builds for the running kernels")
+
+        cv["status"] = {"desired": {"version": "4.13.10", "image": release.pull_spec}, "availableUpdates": None,
+                        "observedGeneration": 1, "versionHash": "test"}
+        custom.replace_cluster_custom_object_status("config.openshift.io", "v1", "clusterversions", "version", cv)
+        wait_for(lambda: K88 in reg.builds_by_kernel(), 30, "a Build for the release's kernel")
+        build = reg.builds_by_kernel()[K88][0]
+        assert build["spec"]["source"]["dockerfile"].splitlines()[1] == f"FROM {dtk.pull_spec} AS builder"
+        record = settled(reg, {K88})[K88]
+        assert record["release"].startswith("4.13.10") and record["rhcos"] == R413
+        assert K88_RT not in reg.builds_by_kernel()  # no real-time node selected
+        wait_for(lambda: any("4.13.10" in e.message and K88 in e.message for e in reg.events("BuildimageCreated")),
+                   20, "an Event naming the release and kernel")
+        assert {n.status.node_info.kernel_version for n in client.CoreV1Api(api).list_node(
+            label_selector=f"kmm-dtk-test/ns={reg.namespace}").items} == {K84, K86}
+    finally:
+        custom.delete_cluster_custom_object("config.openshift.io", "v1", "clusterversions", "version")
