@@ -80,9 +80,10 @@ def test_operator_runs_on_the_manifest_rbac_and_nothing_more(cluster, api, scena
     denied = client.CoreV1Api(sa_api)
     client.CoreV1Api(api).create_namespaced_secret(scenario.namespace, {"metadata": {"name": "push"},
                                                                         "stringData": {"k": "v"}})
-    for call in (lambda: denied.list_namespaced_secret(scenario.namespace),
-                 lambda: denied.read_namespaced_secret("push", scenario.namespace),
+    denied.read_namespaced_secret("push", scenario.namespace)  # pull secrets are read by name...
+    for call in (lambda: denied.list_namespaced_secret(scenario.namespace),  # ...never listed or changed
                  lambda: denied.list_secret_for_all_namespaces(),
+                 lambda: denied.patch_namespaced_secret("push", scenario.namespace, {"data": {}}),
                  lambda: client.CustomObjectsApi(sa_api).list_namespaced_custom_object(
                      "image.openshift.io", "v1", scenario.namespace, "imagestreams"),
                  lambda: client.CoordinationV1Api(sa_api).list_namespaced_lease(scenario.namespace)):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pytest
+import yaml
 from kubernetes import client
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, plan_module, snapshot_from_objects
@@ -283,3 +284,38 @@ def test_cluster_version_moving_builds_for_the_new_kernel_before_any_node(api, r
             label_selector=f"kmm-dtk-test/ns={reg.namespace}").items} == {K84, K86}
     finally:
         custom.delete_cluster_custom_object("config.openshift.io", "v1", "clusterversions", "version")
+
+
+def test_registry_checks_work_on_the_manifest_rbac(cluster, api, reg, run_operator, tmp_path):
+    """As the ServiceAccount with manifests/rbac's rules only: discovery of the mirror APIs, the mirror
+    informers, the image config, the pull secret by name; an existing image is found, a missing one built."""
+    from tests.operator.test_rbac import RBAC, _apply, _ensure_namespace
+    from tests.support.cluster import api_client_from
+    from tests.support.objects import service_account_kubeconfig
+    _ensure_namespace(api, "kmm-dtk-system")
+    _ensure_namespace(api, "openshift")
+    docs = [doc for path in sorted(RBAC.glob("*.yaml")) if path.name != "kustomization.yaml"
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+    _apply(api, docs)
+    # The manifests' ImageStream Role is for `openshift`; the test's DTK stream lives in its namespace.
+    client.RbacAuthorizationV1Api(api).create_namespaced_role(reg.namespace, {
+        "metadata": {"name": "imagestreams"},
+        "rules": [{"apiGroups": ["image.openshift.io"], "resources": ["imagestreams"],
+                   "verbs": ["get", "list", "watch"]}]})
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(reg.namespace, {
+        "metadata": {"name": "imagestreams"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagestreams"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kmm-dtk", "namespace": "kmm-dtk-system"}]})
+    sa_api = api_client_from(service_account_kubeconfig(api, "kmm-dtk-system", "kmm-dtk", tmp_path / "sa.kubeconfig",
+                                                        cluster.host, cluster.ca_file))
+    body = module_in_registry(reg)
+    hashes = reg.planned_hashes(body)
+    push_image(reg.registry, reg.repository(), K84, labels={IMAGE_HASH_LABEL: hashes[K84]})
+    running = run_operator(sa_api, identity="sa-registry", registry=registry_options(reg))
+    reg.create_module(body)
+
+    records = settled(reg, {K84, K86}, {"Exists", "Pending"})
+    assert records[K84]["phase"] == "Exists" and records[K86]["phase"] == "Pending"
+    assert set(reg.builds_by_kernel()) == {K86}
+    assert running.stop() == 0
+    sa_api.close()
