@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-integration controlplane cluster plan bench bench-informer bench-operator clean
+.PHONY: demo test test-fast test-integration controlplane cluster plan bench bench-informer bench-operator bench-registry registry-binary clean
 
 # The virtualenv, rebuilt when the package's dependencies change.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -30,15 +30,21 @@ plan: $(VENV)/.installed
 controlplane: $(VENV)/.installed
 	$(PY) -m tests.support.binaries
 
-# The whole suite: unit, property, CLI and integration tests on a real control plane.
-test: controlplane
+# The registry tests run Debian's docker-registry on loopback; install it when root can.
+registry-binary:
+	@command -v docker-registry >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry; \
+	  else echo "the tests need Debian's docker-registry package: sudo apt-get install docker-registry" >&2; exit 1; fi; }
+
+# The whole suite: unit, property, CLI and integration tests on a real control plane and registry.
+test: controlplane registry-binary
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration and not registry" $(PYTEST_ARGS)
 
-test-integration: controlplane
-	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+test-integration: controlplane registry-binary
+	$(PY) -m pytest -m "integration or registry" $(PYTEST_ARGS)
 
 # A local control plane with the sample objects, in the foreground; kubeconfig in .cache/kubeconfig.
 cluster: controlplane
@@ -46,13 +52,16 @@ cluster: controlplane
 
 # Benchmarks (not tests): tables of time and memory against baselines and targets, on a real
 # control plane. The operator benchmark includes a 5-minute steady state.
-bench: bench-informer bench-operator
+bench: bench-informer bench-operator bench-registry
 
 bench-informer: controlplane
 	$(PY) -m bench.informer_bench
 
 bench-operator: controlplane
 	$(PY) -m bench.operator_bench
+
+bench-registry: $(VENV)/.installed registry-binary
+	$(PY) -m bench.registry_bench
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis *.egg-info
