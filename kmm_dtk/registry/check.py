@@ -39,6 +39,32 @@ def _where(source: PullSource) -> str:
     return f" through mirror {source.mirror} ({source.origin})" if source.mirror else ""
 
 
+class UnreachableRegistries:
+    """Registries that did not answer at all (timeouts, refused connections, 5xx after retries), not
+    asked again for ``hold`` seconds: without this, every reconcile touching a dead registry would
+    wait out its timeouts and retries again, holding a worker for each kernel."""
+
+    def __init__(self, hold: float, clock: Callable[[], float]) -> None:
+        self.hold, self.clock = hold, clock
+        self._lock = threading.Lock()
+        self._until: dict[str, tuple[float, str]] = {}
+
+    def reason(self, registry: str) -> str | None:
+        with self._lock:
+            hit = self._until.get(registry)
+            if hit is None:
+                return None
+            if hit[0] <= self.clock():
+                del self._until[registry]
+                return None
+            return hit[1]
+
+    def mark(self, registry: str, reason: str) -> None:
+        if self.hold > 0:
+            with self._lock:
+                self._until[registry] = (self.clock() + self.hold, reason)
+
+
 class RegistryChecker:
     """The operator's and the planner's ``ImageChecker``: answers cached for ``ttl`` seconds.
 
@@ -49,13 +75,14 @@ class RegistryChecker:
 
     def __init__(self, client: RegistryClient, *, mirrors: Callable[[], MirrorPolicy] = lambda: MirrorPolicy.EMPTY,
                  auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None, ttl: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 unreachable_hold: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.mirrors = mirrors
         self.auth_for = auth_for
         self.ttl = ttl
         self.clock = clock
         self.dtk = DtkInspector(client)
+        self.unreachable = UnreachableRegistries(unreachable_hold, clock)
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[float, ImageCheck]] = {}
 
@@ -95,10 +122,16 @@ class RegistryChecker:
         unknown: list[str] = []
         sources = self.mirrors().pull_sources(ref)
         for source in sources:
+            down = self.unreachable.reason(source.ref.registry)
+            if down is not None:
+                unknown.append(f"{source.ref}: {down}")
+                continue
             tls = tls_policy(entry.registry_tls) if source.ref.registry == ref.registry else TLSPolicy()
             try:
                 config = image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls)
             except RegistryError as err:
+                if err.unreachable:
+                    self.unreachable.mark(source.ref.registry, err.reason)
                 unknown.append(f"{source.ref}: {err}")
                 continue
             if config is None:
@@ -128,10 +161,17 @@ class RegistryChecker:
         except ReferenceError as err:
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
         tls = tls_policy(entry.base_image_registry_tls)
+        sources = self.mirrors().pull_sources(ref)
+        down = [(s, self.unreachable.reason(s.ref.registry)) for s in sources]
+        if sources and all(reason is not None for _, reason in down):
+            return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: "
+                            + "; ".join(f"{s.ref}: {reason}" for s, reason in down))
         try:
-            kernels = self.dtk.kernels(ref, auth=self.auth_for(entry), tls=tls,
-                                       sources=self.mirrors().pull_sources(ref))
+            kernels = self.dtk.kernels(ref, auth=self.auth_for(entry), tls=tls, sources=sources)
         except RegistryError as err:
+            if err.unreachable:
+                for source in sources:
+                    self.unreachable.mark(source.ref.registry, str(err))
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
         except ValueError as err:  # unreadable driver-toolkit-release.json and no labels
             return DtkCheck(DtkState.UNKNOWN, str(err))

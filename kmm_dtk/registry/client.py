@@ -56,14 +56,17 @@ class Manifest:
     media_type: str | None = None
     body: bytes | None = None  # only from get_manifest
     reason: str = ""  # why MISSING / UNKNOWN
+    unreachable: bool = False  # UNKNOWN because the registry did not answer (timeouts, refused, 5xx)
 
 
 class RegistryError(Exception):
-    """No definite answer (the UNKNOWN of blob reads and the like); ``str()`` is the reason."""
+    """No definite answer (the UNKNOWN of blob reads and the like); ``str()`` is the reason.
+    ``unreachable``: the registry did not answer at all (retries exhausted), as opposed to refusing."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.unreachable = unreachable
 
 
 class BlobMissing(RegistryError):
@@ -212,7 +215,7 @@ class RegistryClient:
             body = _read_limited(response, _MAX_MANIFEST, f"manifest {safe_url(url)}")
         except RegistryError as err:
             log.debug("manifest unknown", extra={"image": str(ref), "reason": err.reason})
-            return Manifest(Presence.UNKNOWN, ref, reason=err.reason)
+            return Manifest(Presence.UNKNOWN, ref, reason=err.reason, unreachable=err.unreachable)
         except (Transient, Final) as err:  # a read after the retried part
             return Manifest(Presence.UNKNOWN, ref, reason=err.reason)
         algorithm = ref.digest.partition(":")[0] if ref.digest else "sha256"
@@ -279,7 +282,7 @@ class RegistryClient:
             return retrying(attempt)
         except Transient as err:
             suffix = f" (after {self.attempts} attempts)" if self.attempts > 1 else ""
-            raise RegistryError(err.reason + suffix) from None
+            raise RegistryError(err.reason + suffix, unreachable=True) from None
         except Final as err:
             raise RegistryError(err.reason) from None
 

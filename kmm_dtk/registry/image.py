@@ -79,7 +79,7 @@ def image_config(client: RegistryClient, ref: ImageRef, *, platform: tuple[str, 
     if manifest.presence is Presence.MISSING:
         return None
     if manifest.presence is Presence.UNKNOWN:
-        raise RegistryError(manifest.reason)
+        raise RegistryError(manifest.reason, unreachable=manifest.unreachable)
     doc = _document(manifest.body, ref)
     if _kind(manifest.media_type, doc) == "index":
         child = _platform_digest(doc, platform)

@@ -134,12 +134,15 @@ class DtkInspector:
             if hit is not None:
                 return _result(hit)
         problems: list[str] = []
+        unreachable = True  # every place asked gave no answer at all
         for candidate in _candidates(ref, sources):
             try:
                 config = image_config(self._client, candidate, platform=platform, auth=auth, tls=tls)
             except RegistryError as err:
                 problems.append(_problem(candidate, ref, str(err)))
+                unreachable = unreachable and err.unreachable
                 continue
+            unreachable = False
             if config is None:
                 problems.append(_problem(candidate, ref, "manifest unknown"))
                 continue
@@ -152,7 +155,8 @@ class DtkInspector:
                 with self._lock:
                     self._aliases[(ref.digest, platform)] = config.digest
             return _result(outcome)
-        raise RegistryError(f"DTK image {ref}: " + ("; ".join(problems) or "no mirror or source may be asked"))
+        raise RegistryError(f"DTK image {ref}: " + ("; ".join(problems) or "no mirror or source may be asked"),
+                            unreachable=unreachable and bool(problems))
 
     def cached(self, digest: str) -> DtkKernels | None:
         with self._lock:
