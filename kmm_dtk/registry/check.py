@@ -29,6 +29,16 @@ from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 log = logging.getLogger(__name__)
 
 
+_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "s390x": "s390x", "ppc64le": "ppc64le"}
+
+
+def platform_for(kernel: str | None) -> tuple[str, str]:
+    """The image platform a node running ``kernel`` pulls: ``5.14.0-...el9_6.aarch64`` -> linux/arm64
+    (the architecture is the kernel's last dotted part, before a ``+rt``/``+64k`` variant)."""
+    arch = (kernel or "").split("+", 1)[0].rsplit(".", 1)[-1]
+    return ("linux", _ARCHES.get(arch, "amd64"))
+
+
 def tls_policy(tls: RegistryTLS | None) -> TLSPolicy:
     if tls is None:
         return TLSPolicy()
@@ -128,7 +138,8 @@ class RegistryChecker:
                 continue
             tls = tls_policy(entry.registry_tls) if source.ref.registry == ref.registry else TLSPolicy()
             try:
-                config = image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls)
+                config = image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls,
+                                      platform=platform_for(entry.kernel))
             except RegistryError as err:
                 if err.unreachable:
                     self.unreachable.mark(source.ref.registry, err.reason)
@@ -167,7 +178,8 @@ class RegistryChecker:
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: "
                             + "; ".join(f"{s.ref}: {reason}" for s, reason in down))
         try:
-            kernels = self.dtk.kernels(ref, auth=self.auth_for(entry), tls=tls, sources=sources)
+            kernels = self.dtk.kernels(ref, auth=self.auth_for(entry), tls=tls, sources=sources,
+                                       platform=platform_for(entry.kernel))
         except RegistryError as err:
             if err.unreachable:
                 for source in sources:

@@ -196,3 +196,30 @@ def test_unreadable_dtk_is_unknown(client):
     with CountingListener("drop") as dead:
         answer = RegistryChecker(client).check_dtk(entry("x/y:z", dtk=f"{dead.host}/dtk@sha256:{'a' * 64}"))
         assert answer.state is DtkState.UNKNOWN
+
+
+@pytest.mark.parametrize("kernel, platform", [
+    ("5.14.0-570.27.1.el9_6.x86_64", ("linux", "amd64")),
+    ("5.14.0-570.27.1.el9_6.aarch64", ("linux", "arm64")),
+    ("5.14.0-570.27.1.el9_6.aarch64+64k", ("linux", "arm64")),
+    ("5.14.0-570.27.1.el9_6.x86_64+rt", ("linux", "amd64")),
+    ("5.14.0-570.27.1.el9_6.s390x", ("linux", "s390x")),
+    ("5.14.0-570.27.1.el9_6.ppc64le", ("linux", "ppc64le")),
+    ("weird", ("linux", "amd64")),
+])
+def test_platform_for_kernel(kernel, platform):
+    from kmm_dtk.registry.check import platform_for
+    assert platform_for(kernel) == platform
+
+
+def test_an_index_answers_for_the_kernels_architecture(registry_tls, client, repo):
+    """push_image(index=True) adds a linux/arm64 image labelled differently: the arm64 kernel sees it."""
+    from tests.support.registry import OTHER_PLATFORM
+    assert OTHER_PLATFORM == ("linux", "arm64")
+    push_image(registry_tls, repo, "k", labels={IMAGE_HASH_LABEL: HASH}, index=True)
+    checker = RegistryChecker(client)
+    image = f"{registry_tls.host}/{repo}:k"
+    assert checker.check(entry(image, kernel="5.14.0-1.el9.x86_64")).state is ImageState.CURRENT
+    assert checker.check(entry(image, kernel="5.14.0-1.el9.aarch64")).state is ImageState.CURRENT
+    # no s390x image in the index: an s390x node would find nothing, so it is built
+    assert checker.check(entry(image, kernel="5.14.0-1.el9.s390x")).state is ImageState.MISSING
