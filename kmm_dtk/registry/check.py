@@ -94,13 +94,13 @@ class RegistryChecker:
         self.dtk = DtkInspector(client)
         self.unreachable = UnreachableRegistries(unreachable_hold, clock)
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], tuple[float, ImageCheck]] = {}
+        self._cache: dict[tuple[str, str, tuple[str, str]], tuple[float, ImageCheck]] = {}
 
     # -- target images -----------------------------------------------------------------------------
 
     def check(self, entry: PlanEntry) -> ImageCheck:
         assert entry.image is not None and entry.hash is not None
-        key = (entry.image, entry.hash)
+        key = (entry.image, entry.hash, platform_for(entry.kernel))
         now = self.clock()
         with self._lock:
             cached = self._cache.get(key)
