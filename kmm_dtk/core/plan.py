@@ -110,16 +110,24 @@ def is_realtime(kernel: str) -> bool:
     return bool(_REALTIME.search(kernel))
 
 
+def kernel_flavour(kernel: str) -> tuple[str, str]:
+    """(architecture, variant): an upgrade moves a node to the release's kernel of the same flavour,
+    e.g. ``...aarch64+64k`` nodes to the release's aarch64 kernel with ``+64k``."""
+    base, _, suffix = kernel.partition("+")
+    variant = "rt" if is_realtime(kernel) else suffix
+    return base.rsplit(".", 1)[-1], variant
+
+
 @dataclass(frozen=True)
 class UpcomingKernel:
     """A kernel that nodes will boot into once a cluster upgrade reaches them, known from the release
-    before any node runs it: real-time nodes move to the release's RT kernel, the others to its kernel."""
+    before any node runs it. Nodes running a kernel of the same flavour (architecture, RT, 64k) move
+    to it."""
 
     kernel: str
     rhcos: str | None
     dtk_image: str
     release: str
-    realtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,13 +172,13 @@ def content_hash(dockerfile: str, build_args: Mapping[str, str], secrets: Iterab
 def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
     """Kernels of the selected nodes, plus the upcoming kernels those nodes will boot into."""
     selected: set[str] = set()
-    realtime: set[bool] = set()
+    flavours: set[tuple[str, str]] = set()
     for kernel, nodes in snapshot.nodes_by_kernel.items():
         if any(module.selects(labels) for labels in nodes):
             selected.add(kernel)
-            realtime.add(is_realtime(kernel))
+            flavours.add(kernel_flavour(kernel))
     selected.update(u.kernel for u in snapshot.upcoming
-                    if u.realtime in realtime and snapshot.upcoming_for(u.kernel) is not None)
+                    if kernel_flavour(u.kernel) in flavours and snapshot.upcoming_for(u.kernel) is not None)
     return sorted(selected)
 
 

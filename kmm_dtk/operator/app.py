@@ -109,14 +109,23 @@ def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def served(client: KubeClient, resource: Resource) -> bool:
-    """Whether the API server serves ``resource`` (OpenShift-only kinds are absent elsewhere)."""
+    """Whether the API server serves ``resource`` to us (OpenShift-only kinds are absent elsewhere).
+    Not served, or forbidden by RBAC, means no informer (one that never syncs would keep the operator
+    from starting); any other failure is raised, and the pod restarts."""
     try:
         found = client.request("GET", f"/apis/{resource.group}/{resource.version}")
     except ApiError as err:
         if err.status == 404:
+            log.info("API not served; not watched", extra={"resource": str(resource)})
+            return False
+        if err.status == 403:
+            log.warning("API discovery forbidden; not watched", extra={"resource": str(resource)})
             return False
         raise
-    return any(r.get("name") == resource.plural for r in found.get("resources") or ())
+    if not any(r.get("name") == resource.plural for r in found.get("resources") or ()):
+        log.info("API not served; not watched", extra={"resource": str(resource)})
+        return False
+    return True
 
 
 @dataclass
@@ -131,15 +140,26 @@ class _RegistryAccess:
     global_pull_secret: tuple[str, str] | None
     enqueue_all: Any = None
 
-    def auth_for(self, entry: Any) -> AuthConfig:
+    def image_auth(self, entry: Any) -> AuthConfig:
+        """The target image, as its Build pushes it: the Module's secret or the builder's."""
         self.trust.refresh()
-        return self.secrets.for_entry(entry).merged(self.release_auth())
+        return self.secrets.for_entry(entry)
+
+    def dtk_auth(self, entry: Any) -> AuthConfig:
+        """The DTK, as the Build pulls it: also the cluster's global pull secret, unless the Module
+        weakened TLS for its base images: the cluster's credentials never travel over such a link."""
+        self.trust.refresh()
+        auth = self.secrets.for_entry(entry)
+        tls = entry.base_image_registry_tls
+        if tls is not None and (tls.insecure or tls.insecure_skip_tls_verify):
+            return auth
+        return auth.merged(self.release_auth())
 
     def release_auth(self) -> AuthConfig:
         """What nodes pull release images with: the cluster's global pull secret."""
         if self.global_pull_secret is None:
             return self.secrets.base
-        return self.secrets.for_namespace(*self.global_pull_secret)
+        return self.secrets.for_namespace(*self.global_pull_secret, optional=True)
 
     def mirrors_changed(self) -> None:
         self.checker.clear()
@@ -154,7 +174,9 @@ def _registry_access(client: KubeClient, options: RegistryOptions, mirrors: Mirr
     secrets = PullSecrets(client, base_auth)
     access = _RegistryAccess(registry, None, secrets, ClusterTrust(client, registry, base_trust),  # type: ignore[arg-type]
                              mirrors, options.global_pull_secret)
-    access.checker = RegistryChecker(registry, mirrors=mirrors.policy, auth_for=access.auth_for, ttl=options.cache_ttl)
+    access.checker = RegistryChecker(registry, mirrors=mirrors.policy, auth_for=access.image_auth,
+                                     dtk_auth_for=access.dtk_auth, ttl=options.cache_ttl,
+                                     unreachable_hold=max(30.0, options.retry_after * 1.5))
     return access
 
 
@@ -257,10 +279,12 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
             on_update=lambda old, new: build_event(new) if build_phase(old) != build_phase(new) else None,
             on_delete=build_event))
 
-    if options.prebuild_upgrades:
-        if access is None:
-            raise ValueError("--prebuild-upgrades reads release images: it needs registry access "
-                             "(drop --assume-missing)")
+    if options.prebuild_upgrades and access is None:
+        raise ValueError("--prebuild-upgrades reads release images: it needs registry access "
+                         "(drop --assume-missing)")
+    if options.prebuild_upgrades and not served(client, CLUSTERVERSIONS):
+        log.warning("--prebuild-upgrades: this cluster serves no ClusterVersion; nothing is built ahead")
+    elif options.prebuild_upgrades:
         cluster_versions = informers(CLUSTERVERSIONS, "clusterversion", (), decoder=JsonDecoder("ClusterVersion"),
                                      field_selector=f"metadata.name={CLUSTER_VERSION}")
         upgrade_queue = RateLimitingQueue("upgrades", metrics=controller_metrics)

@@ -196,6 +196,9 @@ class ModuleReconciler:
                 events.append(EventSpec(WARNING, "DTKKernelMismatch", f"kernel {entry.kernel}: {dtk.message}"))
             return _Outcome(kernel_record(entry, ERROR, dtk.message, "", previous, reason="DTKKernelMismatch"),
                             tuple(events))
+        if dtk.state is DtkState.UNVERIFIED:
+            log.warning("building on a DTK whose kernel cannot be verified",
+                        extra={"module_": entry.module, "kernel": entry.kernel, "reason": dtk.message})
         if dtk.state is DtkState.UNKNOWN:
             return _Outcome(kernel_record(entry, WAITING, f"not built: {dtk.message}; asking again later", "",
                                           previous, reason="RegistryUnavailable"), tuple(events))

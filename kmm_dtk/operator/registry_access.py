@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 BUILDER_SERVICE_ACCOUNT = "builder"  # OpenShift Builds run as it; its pull secrets are the Build's
 OPENSHIFT_CONFIG = "openshift-config"
+# The image registry operator keeps the internal registry's service CA here, keyed like additionalTrustedCA.
+INTERNAL_REGISTRY_CAS = ("openshift-image-registry", "image-registry-certificates")
 
 
 class _TTLCache:
@@ -60,9 +62,10 @@ class PullSecrets:
         namespace = entry.module.split("/", 1)[0]
         return self.for_namespace(namespace, entry.image_repo_secret)
 
-    def for_namespace(self, namespace: str, secret: str | None) -> AuthConfig:
+    def for_namespace(self, namespace: str, secret: str | None, optional: bool = False) -> AuthConfig:
+        """``optional``: a missing Secret is expected (the global pull secret off OpenShift), not logged."""
         names = (secret,) if secret else self._builder_secrets(namespace)
-        configs = [self._secret(namespace, name) for name in names]
+        configs = [self._secret(namespace, name, optional) for name in names]
         return AuthConfig.EMPTY.merged(*configs, self.base)
 
     def _builder_secrets(self, namespace: str) -> tuple[str, ...]:
@@ -79,13 +82,14 @@ class PullSecrets:
                          and isinstance(ref.get("name"), str))
         return self._cache.get(("sa", namespace), load)
 
-    def _secret(self, namespace: str, name: str) -> AuthConfig:
+    def _secret(self, namespace: str, name: str, optional: bool = False) -> AuthConfig:
         def load() -> AuthConfig:
             try:
                 secret = self.client.get(SECRETS, name, namespace)
             except ApiError as err:
-                log.warning("cannot read pull secret; asking the registry without it",
-                            extra={"secret": f"{namespace}/{name}", "error": f"{err.status} {err.reason}"})
+                level = logging.DEBUG if optional and err.status == 404 else logging.WARNING
+                log.log(level, "cannot read pull secret; asking the registry without it",
+                        extra={"secret": f"{namespace}/{name}", "error": f"{err.status} {err.reason}"})
                 return AuthConfig.EMPTY
             try:
                 return AuthConfig.from_secret(secret)
@@ -99,7 +103,8 @@ class PullSecrets:
 class ClusterTrust:
     """Keeps ``client.trust`` = the base trust store (system CAs, ``--ca-file``) plus the per-registry
     CAs of ``image.config.openshift.io/cluster`` ``spec.additionalTrustedCA`` (a ConfigMap in
-    ``openshift-config`` whose keys are registry hosts, ``host..port`` for a port)."""
+    ``openshift-config`` whose keys are registry hosts, ``host..port`` for a port) and of
+    ``openshift-image-registry/image-registry-certificates`` (the internal registry's service CA)."""
 
     def __init__(self, client: KubeClient, registry: RegistryClient, base: TrustStore, ttl: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -124,20 +129,33 @@ class ClusterTrust:
             self._applied = per_host
 
     def _load(self) -> dict[str, str]:
+        """additionalTrustedCA, then the internal registry's service CA: what node-ca gives the nodes."""
+        per_host = dict(self._internal_registry())
+        name = self._additional_trusted_ca_name()
+        if name:
+            per_host.update(self._configmap_cas(OPENSHIFT_CONFIG, name))
+        return per_host
+
+    def _additional_trusted_ca_name(self) -> str | None:
         try:
             image = self.client.get(IMAGE_CONFIGS, "cluster")
         except ApiError as err:
             if err.status != 404:
                 log.warning("cannot read image.config.openshift.io/cluster", extra={"error": f"{err.status} {err.reason}"})
-            return dict(self._applied or {})
+            return None
         name = ((image.get("spec") or {}).get("additionalTrustedCA") or {}).get("name")
-        if not name:
-            return {}
+        return name if isinstance(name, str) and name else None
+
+    def _internal_registry(self) -> dict[str, str]:
+        return self._configmap_cas(*INTERNAL_REGISTRY_CAS, missing_ok=True)
+
+    def _configmap_cas(self, namespace: str, name: str, missing_ok: bool = False) -> dict[str, str]:
         try:
-            cm = self.client.get(CONFIGMAPS, name, OPENSHIFT_CONFIG)
+            cm = self.client.get(CONFIGMAPS, name, namespace)
         except ApiError as err:
-            log.warning("cannot read the additionalTrustedCA ConfigMap",
-                        extra={"configMap": f"{OPENSHIFT_CONFIG}/{name}", "error": f"{err.status} {err.reason}"})
-            return dict(self._applied or {})
+            if not (missing_ok and err.status == 404):
+                log.warning("cannot read registry CAs", extra={"configMap": f"{namespace}/{name}",
+                                                               "error": f"{err.status} {err.reason}"})
+            return {}
         return {TrustStore.host_from_configmap_key(k): v for k, v in (cm.get("data") or {}).items()
                 if isinstance(v, str) and v.strip()}

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from kmm_dtk.core.plan import UpcomingKernel, is_realtime
+from kmm_dtk.core.plan import UpcomingKernel, kernel_flavour
 from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.operator.caches import Cache, ClusterView, module_key
 from kmm_dtk.registry.auth import AuthConfig
+from kmm_dtk.registry.check import platform_for
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
@@ -76,18 +77,20 @@ class UpgradeReconciler:
             log.warning("ClusterVersion names an unreadable release image", extra={"release": release,
                                                                                   "error": str(err)})
             return ()
-        try:
-            info, kernels = release_kernels(self.registry, ref, auth=self.auth(), mirrors=self.mirrors(),
-                                            inspector=self.inspector)
-        except (ReleaseLookupError, ValueError) as err:  # RegistryError propagates: retried with backoff
-            log.warning("no driver-toolkit to build ahead of the upgrade", extra={"release": release,
-                                                                                 "error": str(err)})
-            return ()
-        name = f"{info.version} ({release})" if info.version else release
-        found = []
-        if kernels.kernel:
-            found.append(UpcomingKernel(kernels.kernel, info.rhcos_version, info.dtk_image, name,
-                                        realtime=is_realtime(kernels.kernel)))
-        if kernels.rt_kernel:
-            found.append(UpcomingKernel(kernels.rt_kernel, info.rhcos_version, info.dtk_image, name, realtime=True))
+        flavours = {kernel_flavour(k) for k in self.view.kernel_map.entries()} or {("x86_64", "")}
+        found: list[UpcomingKernel] = []
+        for arch in sorted({arch for arch, _ in flavours}):
+            try:  # RegistryError propagates: the work queue retries with backoff
+                info, kernels = release_kernels(self.registry, ref, auth=self.auth(), mirrors=self.mirrors(),
+                                                inspector=self.inspector, platform=platform_for(f"k.{arch}"))
+            except (ReleaseLookupError, ValueError) as err:  # e.g. a single-architecture release
+                log.warning("no driver-toolkit to build ahead of the upgrade",
+                            extra={"release": release, "architecture": arch, "error": str(err)})
+                continue
+            name = f"{info.version} ({release})" if info.version else release
+            kernels_of_release = [kernels.kernel, kernels.rt_kernel]
+            if kernels.kernel and (arch, "64k") in flavours:
+                kernels_of_release.append(f"{kernels.kernel}+64k")
+            found.extend(UpcomingKernel(k, info.rhcos_version, info.dtk_image, name)
+                         for k in kernels_of_release if k)
         return tuple(found)

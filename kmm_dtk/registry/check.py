@@ -80,15 +80,17 @@ class RegistryChecker:
 
     ``auth_for(entry)`` gives the credentials a node or the Build would use for that entry (the
     Module's ``imageRepoSecret``, else the namespace's ``builder`` pull secrets, plus any global auth
-    file); ``mirrors()`` the policy in force now. Neither is cached here: their owners cache them.
+    file), ``dtk_auth_for(entry)`` those for its DTK; ``mirrors()`` the policy in force now. Neither is cached here: their owners cache them.
     """
 
     def __init__(self, client: RegistryClient, *, mirrors: Callable[[], MirrorPolicy] = lambda: MirrorPolicy.EMPTY,
-                 auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None, ttl: float = 300.0,
+                 auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None,
+                 dtk_auth_for: Callable[[PlanEntry], AuthConfig | None] | None = None, ttl: float = 300.0,
                  unreachable_hold: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.mirrors = mirrors
         self.auth_for = auth_for
+        self.dtk_auth_for = dtk_auth_for or auth_for
         self.ttl = ttl
         self.clock = clock
         self.dtk = DtkInspector(client)
@@ -178,51 +180,29 @@ class RegistryChecker:
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: "
                             + "; ".join(f"{s.ref}: {reason}" for s, reason in down))
         try:
-            kernels = self.dtk.kernels(ref, auth=self.auth_for(entry), tls=tls, sources=sources,
+            kernels = self.dtk.kernels(ref, auth=self.dtk_auth_for(entry), tls=tls, sources=sources,
                                        platform=platform_for(entry.kernel))
         except RegistryError as err:
             if err.unreachable:
                 for source in sources:
                     self.unreachable.mark(source.ref.registry, str(err))
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
-        except ValueError as err:  # unreadable driver-toolkit-release.json and no labels
-            return DtkCheck(DtkState.UNKNOWN, str(err))
+        except ValueError as err:  # no readable driver-toolkit-release.json and no kernel labels
+            return DtkCheck(DtkState.UNVERIFIED, f"kernel of DTK {entry.dtk_image} not verified: {err}")
         offered = [k for k in (kernels.kernel, kernels.rt_kernel) if k]
-        if entry.kernel in offered:
+        if entry.kernel in offered or _without_variant(entry.kernel) in offered:
             return DtkCheck(DtkState.MATCHES, f"DTK {entry.dtk_image} carries kernel {entry.kernel}")
         if not offered:
-            return DtkCheck(DtkState.UNKNOWN, f"DTK {entry.dtk_image} names no kernel ({kernels.source})")
+            return DtkCheck(DtkState.UNVERIFIED, f"kernel of DTK {entry.dtk_image} not verified: it names none "
+                            f"({kernels.source})")
         return DtkCheck(DtkState.MISMATCH,
                         f"DTK {entry.dtk_image} (RHCOS {entry.rhcos or 'unknown'}) is for kernel "
                         f"{' / '.join(offered)}, not {entry.kernel} ({kernels.source}); a driver built on it would "
                         "not load: fix or re-import the driver-toolkit ImageStream tag")
 
 
-def with_registry_answers(entries: list[PlanEntry], checker: RegistryChecker) -> list[PlanEntry]:
-    """The plan as the operator would carry it out: images that exist and are up to date (or were
-    built elsewhere) are skipped, outdated ones rebuilt, a wrong DTK refused, silence waited out."""
-    answered: list[PlanEntry] = []
-    for entry in entries:
-        if entry.action is not Action.BUILD:
-            answered.append(entry)
-            continue
-        image = checker.check(entry)
-        if image.exists:
-            answered.append(replace(entry, action=Action.SKIP, reason_code=Reason.IMAGE_EXISTS, reason=image.message))
-            continue
-        if image.state is ImageState.UNKNOWN:
-            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
-                                    reason=image.message))
-            continue
-        dtk = checker.check_dtk(entry)
-        if dtk.state is DtkState.MISMATCH:
-            answered.append(replace(entry, action=Action.ERROR, reason_code=Reason.DTK_KERNEL_MISMATCH,
-                                    reason=dtk.message))
-        elif dtk.state is DtkState.UNKNOWN:
-            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
-                                    reason=dtk.message))
-        elif image.state is ImageState.OUTDATED:
-            answered.append(replace(entry, reason_code=Reason.IMAGE_OUTDATED, reason=image.message))
-        else:
-            answered.append(entry)
-    return answered
+def _without_variant(kernel: str) -> str:
+    """``...aarch64+64k`` is built against the DTK's ``...aarch64`` kernel-devel (the DTK's release
+    file names only the base and RT kernels)."""
+    base, sep, variant = kernel.partition("+")
+    return base if sep and variant != "rt" else kernel

@@ -159,14 +159,24 @@ class RegistryClient:
     def __init__(self, trust: TrustStore | None = None, auth: AuthConfig | None = None, *,
                  timeout: float = 10.0, attempts: int = 3, backoff: float = 0.5, max_backoff: float = 5.0,
                  user_agent: str = f"kmm-dtk/{__version__}") -> None:
-        self.trust = trust or TrustStore()
+        self._trust = trust or TrustStore()
         self.auth = auth or AuthConfig.EMPTY
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._transport = Transport(self.trust, timeout, user_agent)
+        self._transport = Transport(self._trust, timeout, user_agent)
         self._authorizations = AuthorizationCache()
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._trust
+
+    @trust.setter
+    def trust(self, trust: TrustStore) -> None:
+        """The cluster's CAs changed (additionalTrustedCA): new connections use the new store."""
+        self._trust = trust
+        self._transport.set_trust(trust)
 
     # -- the API -----------------------------------------------------------------------------------
 

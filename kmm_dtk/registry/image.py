@@ -74,7 +74,17 @@ def _platform_digest(doc: dict, platform: tuple[str, ...]) -> str | None:
 def image_config(client: RegistryClient, ref: ImageRef, *, platform: tuple[str, ...] = ("linux", "amd64"),
                  auth: AuthConfig | None = None, tls: TLSPolicy = TLSPolicy()) -> ImageConfig | None:
     """None when the manifest is MISSING, or when an index has no image for ``platform``;
-    RegistryError when the registry gave no definite answer."""
+    RegistryError when the registry gave no definite answer, or one that makes no sense."""
+    try:
+        return _image_config(client, ref, platform, auth, tls)
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
+        # A malformed index or manifest (a bad digest, a platform that is not an object): the
+        # registry's problem, reported like any other non-answer, never a crash of the caller.
+        raise RegistryError(f"malformed manifest or config for {ref}: {type(err).__name__}: {err}") from None
+
+
+def _image_config(client: RegistryClient, ref: ImageRef, platform: tuple[str, ...], auth: AuthConfig | None,
+                  tls: TLSPolicy) -> ImageConfig | None:
     manifest = client.get_manifest(ref, auth=auth, tls=tls)
     if manifest.presence is Presence.MISSING:
         return None

@@ -20,6 +20,7 @@ from kmm_dtk.registry.tls import TLSPolicy, TrustStore
 log = logging.getLogger(__name__)
 
 _REDIRECTS = (301, 302, 303, 307, 308)
+CONNECT_TIMEOUT = 5.0  # a registry that cannot even accept a connection in 5 s is not there
 _MAX_REDIRECTS = 5
 
 
@@ -112,6 +113,15 @@ class Transport:
         for manager in managers:
             manager.clear()
 
+    def set_trust(self, trust: TrustStore) -> None:
+        """New CAs: pools keep the TLS context they were made with, so they are dropped (a request in
+        flight finishes on its old connection)."""
+        with self._lock:
+            self.trust = trust
+            managers, self._managers = list(self._managers.values()), {}
+        for manager in managers:
+            manager.clear()
+
     def send(self, method: str, url: str, headers: dict[str, str], tls: TLSPolicy) -> urllib3.BaseHTTPResponse:
         """The response after redirects, body unread (the caller reads and releases it).
 
@@ -121,7 +131,7 @@ class Transport:
         headers = {"User-Agent": self.user_agent, **headers}
         for _ in range(_MAX_REDIRECTS + 1):
             parts = urlsplit(url)
-            response = self._once(method, url, parts.scheme, parts.netloc, headers, tls)
+            response = self._once(method, url, parts.scheme, parts.netloc.rpartition("@")[2], headers, tls)
             location = response.headers.get("Location")
             if response.status not in _REDIRECTS or not location:
                 return response
@@ -147,7 +157,8 @@ class Transport:
         try:
             response = manager.request(method, url, headers=headers, redirect=False, retries=False,
                                        preload_content=False, decode_content=False,
-                                       timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
+                                       timeout=urllib3.Timeout(connect=min(self.timeout, CONNECT_TIMEOUT),
+                                                               read=self.timeout))
         except SSLError as err:
             raise Final(f"TLS: {_tls_reason(err)} ({where})") from None
         except NameResolutionError:
@@ -157,7 +168,7 @@ class Transport:
             detail = getattr(cause, "strerror", None) or str(cause or err).rpartition(": ")[2]
             raise Transient(f"cannot connect to {host}: {detail} ({where})") from None
         except ConnectTimeoutError:
-            raise Transient(f"timed out after {self.timeout:g}s connecting to {where}") from None
+            raise Transient(f"timed out after {min(self.timeout, CONNECT_TIMEOUT):g}s connecting to {where}") from None
         except ReadTimeoutError:
             raise Transient(f"timed out after {self.timeout:g}s waiting for {where}") from None
         except ProtocolError as err:

@@ -32,8 +32,9 @@ class ImageCheck:
 
 class DtkState(str, Enum):
     MATCHES = "Matches"
-    MISMATCH = "Mismatch"
-    UNKNOWN = "Unknown"
+    MISMATCH = "Mismatch"  # the DTK carries another kernel: refuse to build on it
+    UNVERIFIED = "Unverified"  # the DTK names no kernel (older DTKs): it cannot say no, so build
+    UNKNOWN = "Unknown"  # the registry gave no answer: ask again later
 
 
 @dataclass(frozen=True)

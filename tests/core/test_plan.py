@@ -492,7 +492,7 @@ def upcoming_snapshot(nodes=None, upcoming=None):
     from kmm_dtk.core.plan import UpcomingKernel
     upcoming = upcoming if upcoming is not None else (
         UpcomingKernel(K88, R413, DTK_413, RELEASE),
-        UpcomingKernel(K88_RT, R413, DTK_413, RELEASE, realtime=True),
+        UpcomingKernel(K88_RT, R413, DTK_413, RELEASE),
     )
     return replace(snapshot(nodes), upcoming=tuple(upcoming))
 
@@ -541,6 +541,35 @@ def test_a_running_kernel_ignores_its_upcoming_entry():
     snap = upcoming_snapshot(upcoming=[UpcomingKernel(K86, R413, DTK_413, RELEASE)])
     e86 = by_kernel(plan_module(module(), snap))[K86]
     assert (e86.rhcos, e86.dtk_image, e86.release) == (R411, IMAGE_411, None)
+
+
+def test_upcoming_kernels_follow_the_architecture_and_variant_of_the_selected_nodes():
+    from kmm_dtk.core.plan import UpcomingKernel
+    arm = "4.18.0-477.10.1.el8_8.aarch64"
+    snap = upcoming_snapshot(upcoming=[UpcomingKernel(K88, R413, DTK_413, RELEASE),
+                                       UpcomingKernel(arm, R413, DTK_413, RELEASE),
+                                       UpcomingKernel(arm + "+64k", R413, DTK_413, RELEASE)])
+    assert sorted(by_kernel(plan_module(module(), snap))) == [K84, K86, K88]  # x86_64 nodes only
+    arm_node = node("worker-arm", "4.18.0-372.16.1.el8_6.aarch64+64k", f"Red Hat Enterprise Linux CoreOS {R411} (Ootpa)")
+    snap = replace_nodes(snap, design_nodes() + [arm_node])
+    assert arm + "+64k" in by_kernel(plan_module(module(), snap))
+    assert arm not in by_kernel(plan_module(module(), snap))  # no 4k-page arm node
+
+
+def replace_nodes(snap, nodes):
+    from dataclasses import replace
+    return replace(snapshot(nodes), upcoming=snap.upcoming)
+
+
+@pytest.mark.parametrize("kernel,flavour", [
+    ("5.14.0-427.40.1.el9_4.x86_64", ("x86_64", "")),
+    ("5.14.0-427.40.1.el9_4.aarch64+64k", ("aarch64", "64k")),
+    ("5.14.0-427.40.1.el9_4.x86_64+rt", ("x86_64", "rt")),
+    ("4.18.0-372.16.1.rt7.173.el8_6.x86_64", ("x86_64", "rt")),
+])
+def test_kernel_flavour(kernel, flavour):
+    from kmm_dtk.core.plan import kernel_flavour
+    assert kernel_flavour(kernel) == flavour
 
 
 @pytest.mark.parametrize("kernel,expected", [

@@ -162,7 +162,7 @@ def test_registry_refusing_us_builds_nothing_and_says_so(reg, run_operator):
     body = module_in_registry(reg, secret="wrong")
     client.CoreV1Api(reg.api).create_namespaced_secret(reg.namespace, pull_secret(
         reg.namespace, "wrong", reg.registry.host, reg.registry.username, "not-the-password"))
-    run_operator(registry=registry_options(reg))  # the global pull secret is for another registry here
+    run_operator(registry=registry_options(reg))  # the global pull secret is not used for driver images
     reg.create_module(body)
 
     records = settled(reg, {K84, K86}, {"Waiting"})
