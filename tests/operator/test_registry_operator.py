@@ -319,3 +319,54 @@ def test_registry_checks_work_on_the_manifest_rbac(cluster, api, reg, run_operat
     assert set(reg.builds_by_kernel()) == {K86}
     assert running.stop() == 0
     sa_api.close()
+
+
+def test_cluster_trust_follows_additional_trusted_ca_and_the_internal_registry_ca(api, reg):
+    """image.config.openshift.io/cluster names a ConfigMap in openshift-config whose keys are registry
+    hosts (``host..port``); once read, connections to that registry trust its CA."""
+    from kmm_dtk.kube.client import KubeClient
+    from kmm_dtk.operator.registry_access import ClusterTrust
+    from kmm_dtk.registry.auth import AuthConfig
+    from kmm_dtk.registry.check import RegistryChecker
+    from kmm_dtk.registry.client import RegistryClient
+    from kmm_dtk.registry.tls import TrustStore
+    from kmm_dtk.registry.verdicts import ImageState
+    from tests.operator.test_rbac import _ensure_namespace
+
+    _ensure_namespace(api, "openshift-config")
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    name = unique_name("registry-cas")
+    host, port = reg.registry.host.split(":")
+    core.create_namespaced_config_map("openshift-config", {"metadata": {"name": name},
+                                                           "data": {f"{host}..{port}": reg.registry.ca_file.read_text()}})
+    body = module_in_registry(reg)
+    push_image(reg.registry, reg.repository(), K84, labels={IMAGE_HASH_LABEL: "x" * 20})
+    entry = next(e for e in plan_module({**body, "metadata": {**body["metadata"], "namespace": reg.namespace}},
+                                        _snapshot(reg)) if e.kernel == K84)
+    with RegistryClient(TrustStore(), AuthConfig.from_json(reg.registry.auth_json(), "test"), attempts=1) as registry:
+        trust = ClusterTrust(KubeClient(api), registry, TrustStore(), ttl=0)
+        checker = RegistryChecker(registry, ttl=0)
+        try:
+            trust.refresh()  # no image config yet: only the system CAs
+            assert checker.check(entry).state is ImageState.UNKNOWN
+            custom.create_cluster_custom_object("config.openshift.io", "v1", "images", {
+                "apiVersion": "config.openshift.io/v1", "kind": "Image", "metadata": {"name": "cluster"},
+                "spec": {"additionalTrustedCA": {"name": name}}})
+            trust.refresh()
+            assert checker.check(entry).state is ImageState.OUTDATED  # TLS verified: a definite answer
+        finally:
+            try:
+                custom.delete_cluster_custom_object("config.openshift.io", "v1", "images", "cluster")
+            except client.ApiException:
+                pass
+
+
+def _snapshot(s: RegistryScenario):
+    core = client.CoreV1Api(s.api)
+    nodes = [{"metadata": {"name": n, "labels": core.read_node(n).metadata.labels},
+              "status": {"nodeInfo": {"kernelVersion": k, "osImage": core.read_node(n).status.node_info.os_image}}}
+             for n, k in s.nodes.items()]
+    stream = client.CustomObjectsApi(s.api).get_namespaced_custom_object(
+        "image.openshift.io", "v1", s.namespace, "imagestreams", "driver-toolkit")
+    cm = {"metadata": {"name": "dockerfile", "namespace": s.namespace}, "data": {"dockerfile": DOCKERFILE}}
+    return snapshot_from_objects(nodes, stream, [cm], (s.namespace, "driver-toolkit"))[0]

@@ -223,3 +223,32 @@ def test_an_index_answers_for_the_kernels_architecture(registry_tls, client, rep
     assert checker.check(entry(image, kernel="5.14.0-1.el9.aarch64")).state is ImageState.CURRENT
     # no s390x image in the index: an s390x node would find nothing, so it is built
     assert checker.check(entry(image, kernel="5.14.0-1.el9.s390x")).state is ImageState.MISSING
+
+
+def test_a_malformed_image_config_is_no_answer_not_a_crash(registry_tls, client, repo):
+    from tests.support.registry import push_blob, push_manifest
+    config = b'{"architecture": "amd64", "os": "linux", "config": ["not", "an", "object"]}'
+    digest = push_blob(registry_tls, repo, config)
+    body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                       "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                                  "size": len(config), "digest": digest},
+                       "layers": []}).encode()
+    push_manifest(registry_tls, repo, KERNEL, body, "application/vnd.docker.distribution.manifest.v2+json")
+    answer = RegistryChecker(client).check(entry(f"{registry_tls.host}/{repo}:{KERNEL}"))
+    assert answer.state is ImageState.UNKNOWN
+    assert repo in answer.message
+
+
+def test_a_dtk_that_names_no_kernel_is_unverified_not_refused(registry_tls, client, repo):
+    image = push_image(registry_tls, f"{repo}/dtk", "old", labels={"vendor": "Red Hat"}).pull_spec
+    answer = RegistryChecker(client).check_dtk(entry("x/y:z", dtk=image))
+    assert answer.state is DtkState.UNVERIFIED and "not verified" in answer.message
+
+
+def test_a_64k_kernel_builds_on_its_base_kernels_dtk(registry_tls, client, repo):
+    arm = "5.14.0-570.27.1.el9_6.aarch64"
+    image = push_image(registry_tls, f"{repo}/dtk", "arm", files={
+        "etc/driver-toolkit-release.json": json.dumps({"KERNEL_VERSION": arm}).encode()}).pull_spec
+    checker = RegistryChecker(client)
+    assert checker.check_dtk(entry("x/y:z", dtk=image, kernel=arm + "+64k")).state is DtkState.MATCHES
+    assert checker.check_dtk(entry("x/y:z", dtk=image, kernel=arm + "+rt")).state is DtkState.MISMATCH
