@@ -16,10 +16,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The main job: a local control plane with the sample cluster (the design document's upgrade)
-# and the operator running against it; it prints the Builds it creates. Ctrl-C stops everything.
+# The main job: a local control plane with the sample cluster (the design document's upgrade) as a
+# disconnected cluster with a local mirror registry, and the operator running against it; it prints
+# what it found in the registry and the Builds it creates. Ctrl-C stops everything.
 DEMO_ARGS ?=
-demo: controlplane
+demo: controlplane registry-binary
 	$(PY) -m tests.support.localcluster --operator $(DEMO_ARGS)
 
 # The same decisions offline, from a dump of cluster objects.

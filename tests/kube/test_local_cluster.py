@@ -85,15 +85,39 @@ def test_suite_runs_against_an_existing_cluster(cluster, tmp_path):
     assert "1 passed, 1 skipped" in result.stdout, result.stdout
 
 
-def test_make_demo_runs_the_operator_and_shows_its_builds(tmp_path):
-    """The README's first command, minus the waiting for Ctrl-C."""
+def _demo(tmp_path, *extra: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.support.localcluster", "--operator", "--once",
+        [sys.executable, "-m", "tests.support.localcluster", "--operator", "--once", *extra,
          "--workdir", str(tmp_path / "cp"), "--kubeconfig", str(tmp_path / "kubeconfig")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    table = result.stdout.split("Builds created by the operator:\n", 1)[1].splitlines()
+    return result.stdout
+
+
+def _section(stdout: str, title: str) -> list[str]:
+    return stdout.split(title, 1)[1].strip("\n").split("\n\n", 1)[0].splitlines()
+
+
+@pytest.mark.registry
+def test_make_demo_runs_the_operator_on_a_disconnected_cluster(tmp_path):
+    """The README's first command, minus the waiting for Ctrl-C: the first kernel's image is already
+    in the mirror, the second is built on its DTK through the mirror, and an upgrade starting gets
+    its kernel built before any node runs it."""
+    stdout = _demo(tmp_path)
+    kernels = {line.split()[0]: line for line in _section(stdout, "per kernel (status.kernels):\n")[1:]}
+    assert kernels["4.18.0-305.49.1.el8_4.x86_64"].split()[1] == "Exists"
+    assert "exists through mirror" in kernels["4.18.0-305.49.1.el8_4.x86_64"]
+    builds = _section(stdout, "Builds created by the operator:\n")
+    assert [line.split()[1] for line in builds[1:]] == ["4.18.0-372.16.1.el8_6.x86_64"]
+    assert builds[1].split()[2].startswith("registry.ci.openshift.org/ocp/4.11-2022-07-27-013908@sha256:")
+    ahead = _section(stdout, "made before any node runs it:\n")
+    assert ahead[1].split()[1] == "4.18.0-372.69.1.el8_6.x86_64"
+    assert ahead[1].split()[2].startswith("quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:")
+
+
+def test_make_demo_offline_builds_every_kernel_on_the_design_digests(tmp_path):
+    table = _section(_demo(tmp_path, "--offline"), "Builds created by the operator:\n")
     assert table[0].startswith("BUILD")
     assert {line.split()[1]: line.split()[2].split("@")[1] for line in table[1:3]} == {
         "4.18.0-305.49.1.el8_4.x86_64": "sha256:84edddb4322cfe50d8545c41014a8f5595a4260a20d9a269e144909c5949582b",
