@@ -176,7 +176,8 @@ def _registry_access(client: KubeClient, options: RegistryOptions, mirrors: Mirr
                              mirrors, options.global_pull_secret)
     access.checker = RegistryChecker(registry, mirrors=mirrors.policy, auth_for=access.image_auth,
                                      dtk_auth_for=access.dtk_auth, ttl=options.cache_ttl,
-                                     unreachable_hold=max(30.0, options.retry_after * 1.5))
+                                     unreachable_hold=max(30.0, options.retry_after * 1.5),
+                                     insecure_registries=lambda: access.trust.insecure_registries)
     return access
 
 

@@ -114,10 +114,14 @@ class ClusterTrust:
         self._cache = _TTLCache(ttl, clock)
         self._applied: Mapping[str, str] | None = None
         self._lock = threading.Lock()
+        self.insecure_registries: frozenset[str] = frozenset()
 
     def refresh(self) -> None:
-        per_host = self._cache.get("cas", self._load)
+        per_host, insecure = self._cache.get("cas", self._load)
         with self._lock:
+            if insecure != self.insecure_registries:
+                log.info("insecure registries updated", extra={"registries": sorted(insecure)})
+                self.insecure_registries = insecure
             if per_host == self._applied:
                 return
             try:
@@ -128,23 +132,26 @@ class ClusterTrust:
                 log.info("registry CAs updated", extra={"registries": sorted(per_host)})
             self._applied = per_host
 
-    def _load(self) -> dict[str, str]:
-        """additionalTrustedCA, then the internal registry's service CA: what node-ca gives the nodes."""
+    def _load(self) -> tuple[dict[str, str], frozenset[str]]:
+        """additionalTrustedCA, then the internal registry's service CA: what node-ca gives the nodes;
+        and ``registrySources.insecureRegistries``: what CRI-O is told it may ask without TLS."""
         per_host = dict(self._internal_registry())
-        name = self._additional_trusted_ca_name()
-        if name:
+        spec = self._image_spec()
+        name = (spec.get("additionalTrustedCA") or {}).get("name")
+        if isinstance(name, str) and name:
             per_host.update(self._configmap_cas(OPENSHIFT_CONFIG, name))
-        return per_host
+        insecure = (spec.get("registrySources") or {}).get("insecureRegistries") or ()
+        return per_host, frozenset(r for r in insecure if isinstance(r, str) and r)
 
-    def _additional_trusted_ca_name(self) -> str | None:
+    def _image_spec(self) -> Mapping[str, Any]:
         try:
             image = self.client.get(IMAGE_CONFIGS, "cluster")
         except ApiError as err:
             if err.status != 404:
                 log.warning("cannot read image.config.openshift.io/cluster", extra={"error": f"{err.status} {err.reason}"})
-            return None
-        name = ((image.get("spec") or {}).get("additionalTrustedCA") or {}).get("name")
-        return name if isinstance(name, str) and name else None
+            return {}
+        spec = image.get("spec")
+        return spec if isinstance(spec, Mapping) else {}
 
     def _internal_registry(self) -> dict[str, str]:
         return self._configmap_cas(*INTERNAL_REGISTRY_CAS, missing_ok=True)

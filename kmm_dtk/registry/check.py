@@ -13,13 +13,13 @@ import logging
 from dataclasses import replace
 import threading
 import time
-from typing import Callable
+from typing import Callable, Collection
 
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.client import RegistryClient, RegistryError
-from kmm_dtk.registry.image import image_config
+from kmm_dtk.registry.image import ImageConfig, image_config
 from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.release import DtkInspector
@@ -37,6 +37,12 @@ def platform_for(kernel: str | None) -> tuple[str, str]:
     (the architecture is the kernel's last dotted part, before a ``+rt``/``+64k`` variant)."""
     arch = (kernel or "").split("+", 1)[0].rsplit(".", 1)[-1]
     return ("linux", _ARCHES.get(arch, "amd64"))
+
+
+def is_insecure(registry: str, insecure: Collection[str]) -> bool:
+    """``registrySources.insecureRegistries`` entries: ``host[:port]`` or ``*.domain`` wildcards."""
+    host = registry.split(":", 1)[0]
+    return registry in insecure or any(p.startswith("*.") and host.endswith(p[1:]) for p in insecure)
 
 
 def tls_policy(tls: RegistryTLS | None) -> TLSPolicy:
@@ -86,7 +92,8 @@ class RegistryChecker:
     def __init__(self, client: RegistryClient, *, mirrors: Callable[[], MirrorPolicy] = lambda: MirrorPolicy.EMPTY,
                  auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None,
                  dtk_auth_for: Callable[[PlanEntry], AuthConfig | None] | None = None, ttl: float = 300.0,
-                 unreachable_hold: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 unreachable_hold: float = 30.0, insecure_registries: Callable[[], Collection[str]] = frozenset,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.mirrors = mirrors
         self.auth_for = auth_for
@@ -95,6 +102,7 @@ class RegistryChecker:
         self.clock = clock
         self.dtk = DtkInspector(client)
         self.unreachable = UnreachableRegistries(unreachable_hold, clock)
+        self.insecure_registries = insecure_registries
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, tuple[str, str]], tuple[float, ImageCheck]] = {}
 
@@ -120,6 +128,26 @@ class RegistryChecker:
             for key in [k for k in self._cache if k[0] == image]:
                 del self._cache[key]
 
+    def _tls_choices(self, entry: PlanEntry, source: PullSource, ref: ImageRef) -> list[TLSPolicy]:
+        """The Module's registryTLS for its own registry; for a registry the cluster lists as insecure,
+        HTTPS without verification, then plain HTTP, as CRI-O tries them; else verified HTTPS."""
+        if source.ref.registry == ref.registry and entry.registry_tls is not None:
+            return [tls_policy(entry.registry_tls)]
+        if is_insecure(source.ref.registry, self.insecure_registries()):
+            return [TLSPolicy(skip_verify=True), TLSPolicy(insecure=True)]
+        return [TLSPolicy()]
+
+    def _image_config(self, entry: PlanEntry, source: PullSource, ref: ImageRef) -> ImageConfig | None:
+        choices = self._tls_choices(entry, source, ref)
+        for i, tls in enumerate(choices):
+            try:
+                return image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls,
+                                    platform=platform_for(entry.kernel))
+            except RegistryError:
+                if i == len(choices) - 1:
+                    raise
+        raise AssertionError("unreachable")  # choices is never empty
+
     def clear(self) -> None:
         """The mirror policy changed: every answer may be different now."""
         with self._lock:
@@ -138,10 +166,8 @@ class RegistryChecker:
             if down is not None:
                 unknown.append(f"{source.ref}: {down}")
                 continue
-            tls = tls_policy(entry.registry_tls) if source.ref.registry == ref.registry else TLSPolicy()
             try:
-                config = image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls,
-                                      platform=platform_for(entry.kernel))
+                config = self._image_config(entry, source, ref)
             except RegistryError as err:
                 if err.unreachable:
                     self.unreachable.mark(source.ref.registry, err.reason)

@@ -351,9 +351,11 @@ def test_cluster_trust_follows_additional_trusted_ca_and_the_internal_registry_c
             assert checker.check(entry).state is ImageState.UNKNOWN
             custom.create_cluster_custom_object("config.openshift.io", "v1", "images", {
                 "apiVersion": "config.openshift.io/v1", "kind": "Image", "metadata": {"name": "cluster"},
-                "spec": {"additionalTrustedCA": {"name": name}}})
+                "spec": {"additionalTrustedCA": {"name": name},
+                         "registrySources": {"insecureRegistries": ["mirror.lab:5000", "*.example.com"]}}})
             trust.refresh()
             assert checker.check(entry).state is ImageState.OUTDATED  # TLS verified: a definite answer
+            assert trust.insecure_registries == {"mirror.lab:5000", "*.example.com"}
         finally:
             try:
                 custom.delete_cluster_custom_object("config.openshift.io", "v1", "images", "cluster")

@@ -252,3 +252,24 @@ def test_a_64k_kernel_builds_on_its_base_kernels_dtk(registry_tls, client, repo)
     checker = RegistryChecker(client)
     assert checker.check_dtk(entry("x/y:z", dtk=image, kernel=arm + "+64k")).state is DtkState.MATCHES
     assert checker.check_dtk(entry("x/y:z", dtk=image, kernel=arm + "+rt")).state is DtkState.MISMATCH
+
+
+@pytest.mark.parametrize("registry, listed, expected", [
+    ("mirror.lab:5000", {"mirror.lab:5000"}, True),
+    ("mirror.lab:5000", {"mirror.lab"}, False),
+    ("reg.corp.example.com", {"*.example.com"}, True),
+    ("reg.corp.example.com:5000", {"*.example.com"}, True),
+    ("example.com", {"*.example.com"}, False),
+    ("quay.io", set(), False),
+])
+def test_is_insecure(registry, listed, expected):
+    from kmm_dtk.registry.check import is_insecure
+    assert is_insecure(registry, listed) is expected
+
+
+def test_a_registry_the_cluster_lists_as_insecure_is_asked_over_plain_http(registry_plain, client, repo):
+    push_image(registry_plain, repo, KERNEL, labels={IMAGE_HASH_LABEL: HASH})
+    image = entry(f"{registry_plain.host}/{repo}:{KERNEL}")
+    assert RegistryChecker(client).check(image).state is ImageState.UNKNOWN
+    listed = RegistryChecker(client, insecure_registries=lambda: {registry_plain.host})
+    assert listed.check(image).state is ImageState.CURRENT
