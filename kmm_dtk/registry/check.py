@@ -232,3 +232,33 @@ def _without_variant(kernel: str) -> str:
     file names only the base and RT kernels)."""
     base, sep, variant = kernel.partition("+")
     return base if sep and variant != "rt" else kernel
+
+
+def with_registry_answers(entries: list[PlanEntry], checker: RegistryChecker) -> list[PlanEntry]:
+    """The plan as the operator would carry it out: images that exist and are up to date (or were
+    built elsewhere) are skipped, outdated ones rebuilt, a wrong DTK refused, silence waited out."""
+    answered: list[PlanEntry] = []
+    for entry in entries:
+        if entry.action is not Action.BUILD:
+            answered.append(entry)
+            continue
+        image = checker.check(entry)
+        if image.exists:
+            answered.append(replace(entry, action=Action.SKIP, reason_code=Reason.IMAGE_EXISTS, reason=image.message))
+            continue
+        if image.state is ImageState.UNKNOWN:
+            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
+                                    reason=image.message))
+            continue
+        dtk = checker.check_dtk(entry)
+        if dtk.state is DtkState.MISMATCH:
+            answered.append(replace(entry, action=Action.ERROR, reason_code=Reason.DTK_KERNEL_MISMATCH,
+                                    reason=dtk.message))
+        elif dtk.state is DtkState.UNKNOWN:
+            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
+                                    reason=dtk.message))
+        elif image.state is ImageState.OUTDATED:
+            answered.append(replace(entry, reason_code=Reason.IMAGE_OUTDATED, reason=image.message))
+        else:
+            answered.append(entry)  # missing; a DTK that names no kernel is built on, as by the operator
+    return answered

@@ -372,3 +372,22 @@ def _snapshot(s: RegistryScenario):
         "image.openshift.io", "v1", s.namespace, "imagestreams", "driver-toolkit")
     cm = {"metadata": {"name": "dockerfile", "namespace": s.namespace}, "data": {"dockerfile": DOCKERFILE}}
     return snapshot_from_objects(nodes, stream, [cm], (s.namespace, "driver-toolkit"))[0]
+
+
+def test_a_dtk_that_names_no_kernel_is_built_on(api, reg, run_operator):
+    """Older DTKs carry neither the release file nor the labels: they cannot say no, so the Build is made."""
+    old = push_image(reg.registry, f"{reg.namespace}/dtk", "old-dtk", labels={"vendor": "Red Hat"})
+    custom = client.CustomObjectsApi(api)
+    stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", reg.namespace, "imagestreams",
+                                                 "driver-toolkit")
+    for tag in stream["status"]["tags"]:
+        if tag["tag"] == R411:
+            tag["items"][0]["dockerImageReference"] = old.pull_spec
+            tag["items"][0]["image"] = old.digest
+    custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", reg.namespace, "imagestreams",
+                                                   "driver-toolkit", stream)
+    run_operator(registry=registry_options(reg))
+    reg.create_module(module_in_registry(reg))
+    wait_for(lambda: set(reg.builds_by_kernel()) == {K84, K86}, 30, "Builds for both kernels")
+    assert reg.builds_by_kernel()[K86][0]["spec"]["source"]["dockerfile"].splitlines()[1].startswith(
+        f"FROM {old.pull_spec}")

@@ -36,7 +36,9 @@ def build_entry(**kw) -> PlanEntry:
     (ImageCheck(ImageState.UNKNOWN, "401"), DtkState.MATCHES, Action.WAIT, Reason.REGISTRY_UNAVAILABLE),
     (ImageCheck(ImageState.MISSING, "not found"), DtkState.MISMATCH, Action.ERROR, Reason.DTK_KERNEL_MISMATCH),
     (ImageCheck(ImageState.OUTDATED, "other inputs"), DtkState.UNKNOWN, Action.WAIT, Reason.REGISTRY_UNAVAILABLE),
-], ids=["current", "foreign-dtk-not-asked", "missing", "outdated", "unknown", "dtk-mismatch", "dtk-unknown"])
+    (ImageCheck(ImageState.MISSING, "not found"), DtkState.UNVERIFIED, Action.BUILD, Reason.BUILD_NEEDED),
+], ids=["current", "foreign-dtk-not-asked", "missing", "outdated", "unknown", "dtk-mismatch", "dtk-unknown",
+        "dtk-unverified"])
 def test_registry_answers(image, dtk, action, reason):
     [entry] = with_registry_answers([build_entry()], Answers(image, DtkCheck(dtk, f"dtk {dtk.value}")))
     assert (entry.action, entry.reason_code) == (action, reason)
