@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             before = _requests(server)
             warm_dtk_total, warm_dtk_each = _timed([lambda: inspector.kernels(dtk_ref)] * 100)
             warm_dtk_requests = _requests(server) - before
-        rows.append(_row(f"DTK: download every layer (baseline)", pull_total, pull_each, pull_requests, None,
+        rows.append(_row("DTK: download every layer (baseline)", pull_total, pull_each, pull_requests, None,
                          f"{args.devel_mib} MiB"))
         rows.append(_row("DTK: DtkInspector, cold", cold_dtk_total, cold_dtk_each, cold_dtk_requests, pull_total,
                          "top layer only"))

@@ -6,16 +6,13 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import Sequence, TextIO
 
 from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
 from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_objects
 from kmm_dtk.dump import DumpError, load_files
-
-if TYPE_CHECKING:
-    from kmm_dtk.registry.auth import AuthConfig
-    from kmm_dtk.registry.tls import TrustStore
+from kmm_dtk.registry_flags import UsageError, add_registry_flags, auth_file, registry_settings
 
 EXIT_OK, EXIT_PLAN_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -98,44 +95,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_registry_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry-config", metavar="FILE", default=None,
-                        help="registry credentials, containers auth.json format (default: $REGISTRY_AUTH_FILE, else "
-                        "$XDG_RUNTIME_DIR/containers/auth.json if it exists)")
-    parser.add_argument("--ca-file", action="append", default=[], metavar="PATH",
-                        help="PEM file or directory of CAs trusted for every registry, besides the system's "
-                        "(repeatable; e.g. the mounted trusted CA bundle)")
-
-
-class UsageError(Exception):
-    """Bad flags or unreadable files: one line, exit 2."""
-
-
-def registry_auth_path(args: argparse.Namespace) -> str | None:
-    path = args.registry_config or os.environ.get("REGISTRY_AUTH_FILE")
-    if path is None and os.environ.get("XDG_RUNTIME_DIR"):
-        candidate = os.path.join(os.environ["XDG_RUNTIME_DIR"], "containers", "auth.json")
-        path = candidate if os.path.exists(candidate) else None
-    return path
-
-
-def registry_settings(args: argparse.Namespace) -> tuple[AuthConfig, TrustStore]:
-    """The credentials and CAs named by the registry flags; UsageError names a bad file."""
-    from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
-    from kmm_dtk.registry.tls import TrustStore
-
-    path = registry_auth_path(args)
-    try:
-        auth = AuthConfig.from_file(path) if path else AuthConfig.EMPTY
-    except AuthConfigError as err:
-        raise UsageError(str(err)) from None
-    try:
-        trust = TrustStore(ca_paths=tuple(args.ca_file))
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    return auth, trust
-
-
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -179,7 +138,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             print(f"kmm-dtk run: {err}", file=sys.stderr)
             return EXIT_USAGE
         registry = RegistryOptions(
-            auth_file=registry_auth_path(args), ca_paths=tuple(args.ca_file),
+            auth_file=auth_file(args)[0], ca_paths=tuple(args.ca_file),
             global_pull_secret=args.global_pull_secret, cache_ttl=float(args.registry_cache_ttl))
     elif args.prebuild_upgrades:
         print("kmm-dtk run: --prebuild-upgrades reads release images from registries; it cannot be combined "

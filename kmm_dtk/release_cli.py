@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from typing import Any, TextIO
+
+from kmm_dtk.registry_flags import add_registry_flags, auth_file
 
 EXIT_OK, EXIT_LOOKUP_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "kmm-dtk dtk-image"
@@ -36,11 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--release", required=True, metavar="PULLSPEC",
                         help="release image, e.g. quay.io/openshift-release-dev/ocp-release:4.18.1-x86_64 "
                         "or by digest")
-    parser.add_argument("--registry-config", "-a", metavar="FILE",
-                        help="pull credentials (containers auth.json / docker config.json; default: "
-                        "$REGISTRY_AUTH_FILE, else ${XDG_RUNTIME_DIR}/containers/auth.json if present)")
-    parser.add_argument("--ca-file", action="append", default=[], metavar="FILE",
-                        help="extra CA bundle (PEM) to trust for registries (repeatable)")
+    add_registry_flags(parser)
     parser.add_argument("--insecure", action="store_true", help="plain HTTP to the registry")
     parser.add_argument("--insecure-skip-tls-verify", action="store_true",
                         help="HTTPS without verifying the registry's certificate")
@@ -54,43 +51,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _registry_config(args: argparse.Namespace) -> tuple[str | None, str]:
-    """(path, how it was chosen): the flag, then podman's and skopeo's defaults."""
-    if args.registry_config:
-        return args.registry_config, "--registry-config"
-    env = os.environ.get("REGISTRY_AUTH_FILE")
-    if env:
-        return env, "$REGISTRY_AUTH_FILE"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        path = os.path.join(runtime, "containers", "auth.json")
-        if os.path.exists(path):
-            return path, "registry config"
-    return None, ""
-
-
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """(release ref, client, auth, tls policy); bad arguments and files raise _Failure(EXIT_USAGE)."""
-    from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
     from kmm_dtk.registry.client import RegistryClient
     from kmm_dtk.registry.reference import ImageRef, ReferenceError
-    from kmm_dtk.registry.tls import TLSPolicy, TrustStore
+    from kmm_dtk.registry.tls import TLSPolicy
+    from kmm_dtk.registry_flags import UsageError, registry_settings
 
     try:
         ref = ImageRef.parse(args.release)
     except ReferenceError as err:
         raise _Failure(f"--release: {err}", EXIT_USAGE) from None
-    auth = AuthConfig.EMPTY
-    path, chosen_by = _registry_config(args)
-    if path:
-        try:
-            auth = AuthConfig.from_file(path)
-        except AuthConfigError as err:  # names the file, never a credential
-            raise _Failure(f"{chosen_by}: {err}", EXIT_USAGE) from None
-    try:
-        trust = TrustStore(ca_paths=args.ca_file)  # checks the bundles now: an argument error, not a lookup failure
-    except (ValueError, OSError) as err:
-        raise _Failure(f"--ca-file: {err}", EXIT_USAGE) from None
+    try:  # the files are checked now: an argument error, not a lookup failure
+        auth, trust = registry_settings(args)
+    except UsageError as err:
+        raise _Failure(str(err), EXIT_USAGE) from None
     tls = TLSPolicy(insecure=args.insecure, skip_verify=args.insecure_skip_tls_verify)
     return ref, RegistryClient(trust, auth), auth, tls
 
@@ -105,7 +80,7 @@ def _dtk_with_oc(args: argparse.Namespace, release: str) -> str:
         raise _Failure("--use-oc needs the oc binary on PATH (not found); "
                        "drop --use-oc to read the release natively", EXIT_USAGE)
     cmd = ["release", "info", "--image-for=driver-toolkit", release]
-    path, _ = _registry_config(args)
+    path, _ = auth_file(args)
     if path:
         cmd += ["-a", path]
     if args.insecure or args.insecure_skip_tls_verify:
