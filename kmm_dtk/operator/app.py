@@ -26,6 +26,7 @@ from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.api_metrics import ApiMetrics
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from kmm_dtk.observability.metrics import ControllerMetrics
+from kmm_dtk.observability.registry_metrics import RegistryMetrics
 from kmm_dtk.operator.builds import build_owner_key, build_phase, build_projection
 from kmm_dtk.operator.caches import (
     CONFIGMAP_INDEX,
@@ -167,17 +168,20 @@ class _RegistryAccess:
             self.enqueue_all()
 
 
-def _registry_access(client: KubeClient, options: RegistryOptions, mirrors: MirrorWatch) -> _RegistryAccess:
+def _registry_access(client: KubeClient, options: RegistryOptions, mirrors: MirrorWatch,
+                     metrics: RegistryMetrics) -> _RegistryAccess:
     base_trust = TrustStore(ca_paths=options.ca_paths)
     base_auth = AuthConfig.from_file(options.auth_file) if options.auth_file else AuthConfig.EMPTY
-    registry = RegistryClient(base_trust, base_auth, timeout=options.timeout, attempts=options.attempts)
+    registry = RegistryClient(base_trust, base_auth, timeout=options.timeout, attempts=options.attempts,
+                              metrics=metrics)
     secrets = PullSecrets(client, base_auth)
     access = _RegistryAccess(registry, None, secrets, ClusterTrust(client, registry, base_trust),  # type: ignore[arg-type]
                              mirrors, options.global_pull_secret)
     access.checker = RegistryChecker(registry, mirrors=mirrors.policy, auth_for=access.image_auth,
                                      dtk_auth_for=access.dtk_auth, ttl=options.cache_ttl,
                                      unreachable_hold=max(30.0, options.retry_after * 1.5),
-                                     insecure_registries=lambda: access.trust.insecure_registries)
+                                     insecure_registries=lambda: access.trust.insecure_registries,
+                                     metrics=metrics)
     return access
 
 
@@ -219,7 +223,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     if options.registry is not None:
         mirror_caches = [informers(r, str(r), (), decoder=JsonDecoder(r.kind))
                          for r in MIRROR_RESOURCES if served(client, r)]
-        access = _registry_access(client, options.registry, MirrorWatch(mirror_caches))
+        access = _registry_access(client, options.registry, MirrorWatch(mirror_caches), RegistryMetrics(registry))
         checker = checker or access.checker
         for cache in mirror_caches:
             for informer in cache.informers:

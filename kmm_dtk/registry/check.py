@@ -13,7 +13,7 @@ import logging
 from dataclasses import replace
 import threading
 import time
-from typing import Callable, Collection
+from typing import Any, Callable, Collection
 
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
@@ -93,7 +93,7 @@ class RegistryChecker:
                  auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None,
                  dtk_auth_for: Callable[[PlanEntry], AuthConfig | None] | None = None, ttl: float = 300.0,
                  unreachable_hold: float = 30.0, insecure_registries: Callable[[], Collection[str]] = frozenset,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.mirrors = mirrors
         self.auth_for = auth_for
@@ -103,6 +103,7 @@ class RegistryChecker:
         self.dtk = DtkInspector(client)
         self.unreachable = UnreachableRegistries(unreachable_hold, clock)
         self.insecure_registries = insecure_registries
+        self.metrics = metrics  # RegistryMetrics, or None
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str, tuple[str, str]], tuple[float, ImageCheck]] = {}
 
@@ -114,12 +115,16 @@ class RegistryChecker:
         now = self.clock()
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None and cached[0] > now:
-                return cached[1]
+        if cached is not None and cached[0] > now:
+            if self.metrics is not None:
+                self.metrics.observe_image_check(cached[1].state.value, cached=True)
+            return cached[1]
         result = self._check(entry)
         if result.state is not ImageState.UNKNOWN:
             with self._lock:
                 self._cache[key] = (now + self.ttl, result)
+        if self.metrics is not None:
+            self.metrics.observe_image_check(result.state.value, cached=False)
         return result
 
     def invalidate(self, image: str) -> None:
@@ -193,6 +198,12 @@ class RegistryChecker:
 
     def check_dtk(self, entry: PlanEntry) -> DtkCheck:
         """Is the DTK this entry builds on really for its kernel? (OKD has shipped DTKs that were not.)"""
+        answer = self._check_dtk(entry)
+        if self.metrics is not None:
+            self.metrics.observe_dtk_check(answer.state.value)
+        return answer
+
+    def _check_dtk(self, entry: PlanEntry) -> DtkCheck:
         if not entry.dtk_image or entry.kernel is None:
             return DtkCheck(DtkState.MATCHES, "no DTK")
         try:

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
@@ -158,14 +158,14 @@ class RegistryClient:
 
     def __init__(self, trust: TrustStore | None = None, auth: AuthConfig | None = None, *,
                  timeout: float = 10.0, attempts: int = 3, backoff: float = 0.5, max_backoff: float = 5.0,
-                 user_agent: str = f"kmm-dtk/{__version__}") -> None:
+                 user_agent: str = f"kmm-dtk/{__version__}", metrics: Any = None) -> None:
         self._trust = trust or TrustStore()
         self.auth = auth or AuthConfig.EMPTY
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._transport = Transport(self._trust, timeout, user_agent)
+        self._transport = Transport(self._trust, timeout, user_agent, metrics)
         self._authorizations = AuthorizationCache()
 
     @property

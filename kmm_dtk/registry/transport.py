@@ -8,6 +8,8 @@ import http
 import logging
 import ssl
 import threading
+import time
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import urllib3
@@ -27,17 +29,19 @@ _MAX_REDIRECTS = 5
 class Transient(Exception):
     """A failure worth another try: timeouts, refused or broken connections, 5xx, 429."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "error") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind  # for metrics: "timeout", "connect", "dns", ...
 
 
 class Final(Exception):
     """A failure another try will not fix now: TLS, 401/403, other 4xx, malformed answers."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "error") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def safe_url(url: str) -> str:
@@ -82,8 +86,9 @@ class _UnverifiedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class Transport:
-    def __init__(self, trust: TrustStore, timeout: float, user_agent: str) -> None:
+    def __init__(self, trust: TrustStore, timeout: float, user_agent: str, metrics: Any = None) -> None:
         self.trust = trust
+        self.metrics = metrics  # RegistryMetrics, or None
         self.timeout = timeout
         self.user_agent = user_agent
         self._lock = threading.Lock()
@@ -152,6 +157,21 @@ class Transport:
 
     def _once(self, method: str, url: str, scheme: str, host: str, headers: dict[str, str],
               tls: TLSPolicy) -> urllib3.BaseHTTPResponse:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            response = self._exchange(method, url, scheme, host, headers, tls)
+            outcome = str(response.status)
+            return response
+        except (Transient, Final) as err:
+            outcome = err.kind
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_request(host, method, outcome, time.monotonic() - started)
+
+    def _exchange(self, method: str, url: str, scheme: str, host: str, headers: dict[str, str],
+                  tls: TLSPolicy) -> urllib3.BaseHTTPResponse:
         manager = self._manager(scheme, host, tls.skip_verify)
         where = safe_url(url)
         try:
@@ -160,17 +180,18 @@ class Transport:
                                        timeout=urllib3.Timeout(connect=min(self.timeout, CONNECT_TIMEOUT),
                                                                read=self.timeout))
         except SSLError as err:
-            raise Final(f"TLS: {_tls_reason(err)} ({where})") from None
+            raise Final(f"TLS: {_tls_reason(err)} ({where})", "tls") from None
         except NameResolutionError:
-            raise Transient(f"cannot resolve host {urlsplit(url).hostname} ({where})") from None
+            raise Transient(f"cannot resolve host {urlsplit(url).hostname} ({where})", "dns") from None
         except NewConnectionError as err:  # before ConnectTimeoutError: urllib3 derives it from that
             cause = err.__cause__ or err.__context__
             detail = getattr(cause, "strerror", None) or str(cause or err).rpartition(": ")[2]
-            raise Transient(f"cannot connect to {host}: {detail} ({where})") from None
+            raise Transient(f"cannot connect to {host}: {detail} ({where})", "connect") from None
         except ConnectTimeoutError:
-            raise Transient(f"timed out after {min(self.timeout, CONNECT_TIMEOUT):g}s connecting to {where}") from None
+            raise Transient(f"timed out after {min(self.timeout, CONNECT_TIMEOUT):g}s connecting to {where}",
+                            "timeout") from None
         except ReadTimeoutError:
-            raise Transient(f"timed out after {self.timeout:g}s waiting for {where}") from None
+            raise Transient(f"timed out after {self.timeout:g}s waiting for {where}", "timeout") from None
         except ProtocolError as err:
             cause = err.args[1] if len(err.args) > 1 else err
             raise Transient(f"connection to {host} broken: {_describe(cause)} ({where})") from None

@@ -391,3 +391,19 @@ def test_a_dtk_that_names_no_kernel_is_built_on(api, reg, run_operator):
     wait_for(lambda: set(reg.builds_by_kernel()) == {K84, K86}, 30, "Builds for both kernels")
     assert reg.builds_by_kernel()[K86][0]["spec"]["source"]["dockerfile"].splitlines()[1].startswith(
         f"FROM {old.pull_spec}")
+
+
+def test_registry_metrics_count_requests_and_checks(reg, run_operator):
+    body = module_in_registry(reg)
+    push_image(reg.registry, reg.repository(), K84, labels={IMAGE_HASH_LABEL: reg.planned_hashes(body)[K84]})
+    running = run_operator(registry=registry_options(reg))
+    reg.create_module(body)
+    settled(reg, {K84, K86}, {"Exists", "Pending"})
+    sample = running.registry.get_sample_value
+    host = reg.registry.host
+    assert sample("kmm_dtk_image_checks_total", {"result": "Current", "cached": "false"}) == 1
+    assert sample("kmm_dtk_image_checks_total", {"result": "Missing", "cached": "false"}) == 1
+    assert sample("kmm_dtk_dtk_checks_total", {"result": "Matches"}) == 1
+    assert sample("kmm_dtk_registry_requests_total", {"registry": host, "method": "GET", "outcome": "200"}) >= 3
+    assert sample("kmm_dtk_registry_requests_total", {"registry": host, "method": "GET", "outcome": "404"}) >= 1
+    assert sample("kmm_dtk_registry_request_duration_seconds_count", {"registry": host}) >= 4
