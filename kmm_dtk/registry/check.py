@@ -10,9 +10,9 @@ rebuild storm) nor a reason to believe the image is there.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable, Collection
 
 from kmm_dtk.core.module import RegistryTLS
