@@ -117,7 +117,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     import signal
     import socket
 
-    from kmm_dtk.kube.client import KubeClient, load_api_client
+    from kmm_dtk.kube.client import ApiError, KubeClient, load_api_client
     from kmm_dtk.kube.manager import LeaderElectionConfig
     from kmm_dtk.observability import logs
     from kmm_dtk.observability.http import parse_bind_address
@@ -162,7 +162,12 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         health_address=args.health_probe_bind_address, leader_election=election,
         registry=registry, prebuild_upgrades=args.prebuild_upgrades,
     )
-    operator = build_operator(KubeClient(api_client), options)
+    try:
+        operator = build_operator(KubeClient(api_client), options)
+    except ApiError as err:  # API discovery at start (the OpenShift config APIs) kept failing
+        print(f"kmm-dtk run: the API server at {api_client.configuration.host} did not answer: {err}",
+              file=sys.stderr)
+        return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: operator.stop())
     return operator.run()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from prometheus_client import CollectorRegistry, ProcessCollector
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from kmm_dtk.core.dtk import dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
@@ -109,12 +110,16 @@ def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         (n.get("generation"), n.get("uid"), n.get("deletionTimestamp"))
 
 
-def served(client: KubeClient, resource: Resource) -> bool:
+def served(client: KubeClient, resource: Resource, patience: float = 60.0) -> bool:
     """Whether the API server serves ``resource`` to us (OpenShift-only kinds are absent elsewhere).
     Not served, or forbidden by RBAC, means no informer (one that never syncs would keep the operator
-    from starting); any other failure is raised, and the pod restarts."""
+    from starting). An API server that does not answer is asked again for ``patience`` seconds, as the
+    informers would; then the ApiError is raised."""
+    retrying = Retrying(stop=stop_after_delay(patience), wait=wait_exponential(multiplier=0.5, max=10),
+                        retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.status not in (403, 404)),
+                        reraise=True)
     try:
-        found = client.request("GET", f"/apis/{resource.group}/{resource.version}")
+        found = retrying(client.request, "GET", f"/apis/{resource.group}/{resource.version}")
     except ApiError as err:
         if err.status == 404:
             log.info("API not served; not watched", extra={"resource": str(resource)})
