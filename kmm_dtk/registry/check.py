@@ -133,17 +133,17 @@ class RegistryChecker:
             for key in [k for k in self._cache if k[0] == image]:
                 del self._cache[key]
 
-    def _tls_choices(self, entry: PlanEntry, source: PullSource, ref: ImageRef) -> list[TLSPolicy]:
-        """The Module's registryTLS for its own registry; for a registry the cluster lists as insecure,
-        HTTPS without verification, then plain HTTP, as CRI-O tries them; else verified HTTPS."""
-        if source.ref.registry == ref.registry and entry.registry_tls is not None:
-            return [tls_policy(entry.registry_tls)]
-        if is_insecure(source.ref.registry, self.insecure_registries()):
+    def _tls_choices(self, asked: ImageRef, ref: ImageRef, module_tls: RegistryTLS | None) -> list[TLSPolicy]:
+        """The Module's TLS setting for the registry it names; for a registry the cluster lists as
+        insecure, HTTPS without verification, then plain HTTP, as CRI-O tries them; else verified HTTPS."""
+        if asked.registry == ref.registry and module_tls is not None:
+            return [tls_policy(module_tls)]
+        if is_insecure(asked.registry, self.insecure_registries()):
             return [TLSPolicy(skip_verify=True), TLSPolicy(insecure=True)]
         return [TLSPolicy()]
 
     def _image_config(self, entry: PlanEntry, source: PullSource, ref: ImageRef) -> ImageConfig | None:
-        choices = self._tls_choices(entry, source, ref)
+        choices = self._tls_choices(source.ref, ref, entry.registry_tls)
         for i, tls in enumerate(choices):
             try:
                 return image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls,
@@ -210,15 +210,15 @@ class RegistryChecker:
             ref = ImageRef.parse(entry.dtk_image)
         except ReferenceError as err:
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
-        tls = tls_policy(entry.base_image_registry_tls)
         sources = self.mirrors().pull_sources(ref)
         down = [(s, self.unreachable.reason(s.ref.registry)) for s in sources]
         if sources and all(reason is not None for _, reason in down):
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: "
                             + "; ".join(f"{s.ref}: {reason}" for s, reason in down))
         try:
-            kernels = self.dtk.kernels(ref, auth=self.dtk_auth_for(entry), tls=tls, sources=sources,
-                                       platform=platform_for(entry.kernel))
+            kernels = self.dtk.kernels(
+                ref, auth=self.dtk_auth_for(entry), sources=sources, platform=platform_for(entry.kernel),
+                tls_for=lambda asked: self._tls_choices(asked, ref, entry.base_image_registry_tls))
         except RegistryError as err:
             if err.unreachable:
                 for source in sources:

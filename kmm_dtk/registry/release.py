@@ -19,7 +19,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from kmm_dtk.registry.client import RegistryClient, RegistryError
 from kmm_dtk.registry.image import ImageConfig, image_config, read_file
@@ -125,7 +125,8 @@ class DtkInspector:
 
     def kernels(self, ref: ImageRef, *, auth: Any = None, tls: TLSPolicy = TLSPolicy(),
                 sources: Sequence[_HasRef] | None = None,
-                platform: tuple[str, str] = DEFAULT_PLATFORM) -> DtkKernels:
+                platform: tuple[str, str] = DEFAULT_PLATFORM,
+                tls_for: Callable[[ImageRef], Sequence[TLSPolicy]] | None = None) -> DtkKernels:
         """The kernels of ``ref``, asking ``sources`` (mirror PullSources) in order like a node: the first
         that has the image answers. ``RegistryError`` when no source has it or could be asked (worth asking
         again later); ``DtkKernelUnknown`` (a ``ValueError``) when the image names no kernel."""
@@ -137,7 +138,8 @@ class DtkInspector:
         unreachable = True  # every place asked gave no answer at all
         for candidate in _candidates(ref, sources):
             try:
-                config = image_config(self._client, candidate, platform=platform, auth=auth, tls=tls)
+                config, tls = _config_over(self._client, candidate, platform, auth,
+                                           tls_for(candidate) if tls_for else (tls,))
             except RegistryError as err:
                 problems.append(_problem(candidate, ref, str(err)))
                 unreachable = unreachable and err.unreachable
@@ -220,6 +222,19 @@ class DtkInspector:
         log.debug("read DTK kernels from labels", extra={"image": image, "kernel": found.kernel,
                                                           "rt_kernel": found.rt_kernel, "problem": file_problem})
         return found
+
+
+def _config_over(client: RegistryClient, ref: ImageRef, platform: tuple[str, str], auth: Any,
+                 choices: Sequence[TLSPolicy]) -> tuple[ImageConfig | None, TLSPolicy]:
+    """The image config over the first TLS choice that answers (an insecure registry: HTTPS without
+    verification, then plain HTTP), and that choice, for reading the layers the same way."""
+    for i, tls in enumerate(choices):
+        try:
+            return image_config(client, ref, platform=platform, auth=auth, tls=tls), tls
+        except RegistryError:
+            if i == len(choices) - 1:
+                raise
+    raise RegistryError(f"no way to ask {ref.registry}")
 
 
 def _candidates(ref: ImageRef, sources: Sequence[_HasRef] | None) -> list[ImageRef]:

@@ -273,3 +273,14 @@ def test_a_registry_the_cluster_lists_as_insecure_is_asked_over_plain_http(regis
     assert RegistryChecker(client).check(image).state is ImageState.UNKNOWN
     listed = RegistryChecker(client, insecure_registries=lambda: {registry_plain.host})
     assert listed.check(image).state is ImageState.CURRENT
+
+
+def test_dtk_through_a_plain_http_mirror_the_cluster_lists_as_insecure(registry_plain, client, repo):
+    with CountingListener("drop") as source:
+        digest = dtk(registry_plain, f"mirror/{repo}", KERNEL).rsplit("@", 1)[1]
+        mirrors = policy(mirror_set("ImageDigestMirrorSet", f"{source.host}/{repo}",
+                                    f"{registry_plain.host}/mirror/{repo}", never_contact_source=True))
+        wanted = entry("x/y:z", dtk=f"{source.host}/{repo}/dtk@{digest}")
+        assert RegistryChecker(client, mirrors=lambda: mirrors).check_dtk(wanted).state is DtkState.UNKNOWN
+        listed = RegistryChecker(client, mirrors=lambda: mirrors, insecure_registries=lambda: {registry_plain.host})
+        assert listed.check_dtk(wanted).state is DtkState.MATCHES
