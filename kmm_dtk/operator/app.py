@@ -228,7 +228,8 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     if options.registry is not None:
         mirror_caches = [informers(r, str(r), (), decoder=JsonDecoder(r.kind))
                          for r in MIRROR_RESOURCES if served(client, r)]
-        access = _registry_access(client, options.registry, MirrorWatch(mirror_caches), RegistryMetrics(registry))
+        access = _registry_access(client, options.registry, MirrorWatch(mirror_caches, recorder),
+                                  RegistryMetrics(registry))
         checker = checker or access.checker
         for cache in mirror_caches:
             for informer in cache.informers:

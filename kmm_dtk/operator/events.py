@@ -1,4 +1,5 @@
-"""Kubernetes Events on Modules. Best effort: a failed Event is logged, never a failed reconcile."""
+"""Kubernetes Events on Modules (and on the cluster-scoped mirror sets, recorded in ``default``).
+Best effort: a failed Event is logged, never a failed reconcile."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ class EventRecorder:
 
     def emit(self, obj: Mapping[str, Any], event: EventSpec) -> None:
         meta = obj["metadata"]
-        fields = {"module_": f"{meta['namespace']}/{meta['name']}", "reason": event.reason, "type": event.type}
+        namespace = meta.get("namespace") or "default"  # where Events about cluster-scoped objects go
+        if obj.get("kind", "Module") == "Module":
+            fields = {"module_": f"{namespace}/{meta['name']}", "reason": event.reason, "type": event.type}
+        else:
+            fields = {"object": f"{obj.get('kind')}/{meta['name']}", "reason": event.reason, "type": event.type}
         log.log(logging.WARNING if event.type == "Warning" else logging.INFO, event.message,
                 extra={**fields, "event": True})
         if self.dry_run:
@@ -32,10 +37,11 @@ class EventRecorder:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
             "involvedObject": {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", "Module"),
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", ""),
-                               "resourceVersion": meta.get("resourceVersion", "")},
+                               "name": meta["name"], "uid": meta.get("uid", ""),
+                               "resourceVersion": meta.get("resourceVersion", ""),
+                               **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
             "reason": event.reason,
             "message": event.message[:1024],
             "type": event.type,
@@ -47,6 +53,6 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            self.client.create(EVENTS, body, meta["namespace"])
+            self.client.create(EVENTS, body, namespace)
         except ApiError as err:
             log.warning("could not record event", extra={**fields, "error": str(err)})

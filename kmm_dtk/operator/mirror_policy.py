@@ -2,7 +2,8 @@
 
 Recomputed only when one of those objects changed (their frozen cache objects are replaced on every
 update), so a reconcile asking for the policy costs a tuple comparison. Malformed entries are
-skipped and logged once per change; the valid ones still apply, as on the nodes.
+skipped, logged, and reported once by a Warning Event on their object (``InvalidMirrorSet``, naming
+the field); the valid ones still apply, as on the nodes.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import threading
 from typing import Any, Sequence
 
 from kmm_dtk.operator.caches import Cache
+from kmm_dtk.operator.status import WARNING, EventSpec
 from kmm_dtk.registry.mirrors import MirrorPolicy
 
 log = logging.getLogger(__name__)
 
 
 class MirrorWatch:
-    def __init__(self, caches: Sequence[Cache]) -> None:
+    def __init__(self, caches: Sequence[Cache], recorder: Any = None) -> None:
         self.caches = tuple(caches)
+        self.recorder = recorder  # EventRecorder, or None
         self._lock = threading.Lock()
         self._key: tuple[Any, ...] | None = None
         self._policy = MirrorPolicy.EMPTY
+        self._reported: dict[tuple[str, str], str] = {}  # (kind, name) -> the problems last reported
 
     def policy(self) -> MirrorPolicy:
         objects = [obj for cache in self.caches for obj in cache.list()]
@@ -35,4 +39,18 @@ class MirrorWatch:
                 for problem in problems:
                     log.warning("mirror policy entry skipped", extra={"problem": problem})
                 log.info("mirror policy updated", extra={"rules": self._policy.describe()})
+                self._report(objects, problems)
             return self._policy
+
+    def _report(self, objects: list[Any], problems: list[str]) -> None:
+        """One Warning Event per object whose problems changed (problems start with ``Kind/name:``)."""
+        current: dict[tuple[str, str], str] = {}
+        for obj in objects:
+            kind, name = obj.get("kind", ""), obj["metadata"]["name"]
+            mine = [p for p in problems if p.startswith(f"{kind}/{name}:")]
+            if mine:
+                current[(kind, name)] = "; ".join(mine)
+                if self.recorder is not None and self._reported.get((kind, name)) != current[(kind, name)]:
+                    self.recorder.emit(obj, EventSpec(WARNING, "InvalidMirrorSet",
+                                                      f"entries skipped, the others apply: {current[(kind, name)]}"))
+        self._reported = current

@@ -407,3 +407,30 @@ def test_registry_metrics_count_requests_and_checks(reg, run_operator):
     assert sample("kmm_dtk_registry_requests_total", {"registry": host, "method": "GET", "outcome": "200"}) >= 3
     assert sample("kmm_dtk_registry_requests_total", {"registry": host, "method": "GET", "outcome": "404"}) >= 1
     assert sample("kmm_dtk_registry_request_duration_seconds_count", {"registry": host}) >= 4
+
+
+def test_a_malformed_mirror_set_gets_an_event_naming_the_field_and_the_rest_applies(api, reg, run_operator,
+                                                                                   mirror_sets):
+    source = f"127.0.0.1:{closed_port()}"
+    name = unique_name("bad-mirrors")
+    client.CustomObjectsApi(api).create_cluster_custom_object("config.openshift.io", "v1", "imagetagmirrorsets", {
+        "apiVersion": "config.openshift.io/v1", "kind": "ImageTagMirrorSet", "metadata": {"name": name},
+        "spec": {"imageTagMirrors": [
+            {"source": "registry/ns", "mirrors": ["mirror.example.com/x"]},  # valid for the API, no host
+            {"source": f"{source}/{reg.namespace}", "mirrors": [f"{reg.registry.host}/mirror/{reg.namespace}"],
+             "mirrorSourcePolicy": "NeverContactSource"}]}})
+    mirror_sets.append(("imagetagmirrorsets", name))
+    body = module_in_registry(reg, image_prefix=f"{source}/{reg.namespace}")
+    push_image(reg.registry, f"mirror/{reg.namespace}/simple-kmod", K84,
+               labels={IMAGE_HASH_LABEL: reg.planned_hashes(body)[K84]})
+    run_operator(registry=registry_options(reg))
+    reg.create_module(body)
+
+    records = settled(reg, {K84, K86}, {"Exists", "Pending"})
+    assert records[K84]["phase"] == "Exists"  # the valid entry applies
+    core = client.CoreV1Api(api)
+    event = wait_for(lambda: next((e for e in core.list_namespaced_event("default").items
+                                   if e.involved_object.name == name and e.reason == "InvalidMirrorSet"), None),
+                     20, "an InvalidMirrorSet Event")
+    assert event.type == "Warning" and "spec.imageTagMirrors[0].source" in event.message
+    assert event.involved_object.kind == "ImageTagMirrorSet"
