@@ -58,27 +58,39 @@ def _where(source: PullSource) -> str:
 class UnreachableRegistries:
     """Registries that did not answer at all (timeouts, refused connections, 5xx after retries), not
     asked again for ``hold`` seconds: without this, every reconcile touching a dead registry would
-    wait out its timeouts and retries again, holding a worker for each kernel."""
+    wait out its timeouts and retries again, holding a worker for each kernel. When the hold ends,
+    one caller asks again while the others keep the last answer: a registry still dead costs one
+    worker, not all of them."""
 
     def __init__(self, hold: float, clock: Callable[[], float]) -> None:
         self.hold, self.clock = hold, clock
         self._lock = threading.Lock()
-        self._until: dict[str, tuple[float, str]] = {}
+        # registry -> (held until, reason, when a caller started asking again or None)
+        self._held: dict[str, tuple[float, str, float | None]] = {}
 
     def reason(self, registry: str) -> str | None:
+        """The reason to skip ``registry`` now, or None: ask it (the caller then reports ``answered``
+        or ``mark``)."""
+        now = self.clock()
         with self._lock:
-            hit = self._until.get(registry)
+            hit = self._held.get(registry)
             if hit is None:
                 return None
-            if hit[0] <= self.clock():
-                del self._until[registry]
-                return None
-            return hit[1]
+            until, reason, probing = hit
+            if until > now or (probing is not None and now - probing < self.hold):
+                return reason
+            self._held[registry] = (until, reason, now)  # this caller asks; the others wait for it
+            return None
 
     def mark(self, registry: str, reason: str) -> None:
         if self.hold > 0:
             with self._lock:
-                self._until[registry] = (self.clock() + self.hold, reason)
+                self._held[registry] = (self.clock() + self.hold, reason, None)
+
+    def answered(self, registry: str) -> None:
+        """The registry answered (even with a refusal): it is reachable again."""
+        with self._lock:
+            self._held.pop(registry, None)
 
 
 class RegistryChecker:
@@ -133,6 +145,10 @@ class RegistryChecker:
             for key in [k for k in self._cache if k[0] == image]:
                 del self._cache[key]
 
+    def _answered(self, sources: list[PullSource]) -> None:
+        for source in sources:
+            self.unreachable.answered(source.ref.registry)
+
     def _tls_choices(self, asked: ImageRef, ref: ImageRef, module_tls: RegistryTLS | None) -> list[TLSPolicy]:
         """The Module's TLS setting for the registry it names; for a registry the cluster lists as
         insecure, HTTPS without verification, then plain HTTP, as CRI-O tries them; else verified HTTPS."""
@@ -176,8 +192,11 @@ class RegistryChecker:
             except RegistryError as err:
                 if err.unreachable:
                     self.unreachable.mark(source.ref.registry, err.reason)
+                else:
+                    self.unreachable.answered(source.ref.registry)
                 unknown.append(f"{source.ref}: {err}")
                 continue
+            self.unreachable.answered(source.ref.registry)
             if config is None:
                 continue
             where = _where(source)
@@ -220,12 +239,16 @@ class RegistryChecker:
                 ref, auth=self.dtk_auth_for(entry), sources=sources, platform=platform_for(entry.kernel),
                 tls_for=lambda asked: self._tls_choices(asked, ref, entry.base_image_registry_tls))
         except RegistryError as err:
-            if err.unreachable:
-                for source in sources:
+            for source in sources:
+                if err.unreachable:
                     self.unreachable.mark(source.ref.registry, str(err))
+                else:
+                    self.unreachable.answered(source.ref.registry)
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
         except ValueError as err:  # no readable driver-toolkit-release.json and no kernel labels
+            self._answered(sources)
             return DtkCheck(DtkState.UNVERIFIED, f"kernel of DTK {entry.dtk_image} not verified: {err}")
+        self._answered(sources)
         offered = [k for k in (kernels.kernel, kernels.rt_kernel) if k]
         if entry.kernel in offered or _without_variant(entry.kernel) in offered:
             return DtkCheck(DtkState.MATCHES, f"DTK {entry.dtk_image} carries kernel {entry.kernel}")

@@ -1,0 +1,59 @@
+"""Registries set aside after they stopped answering (pure: an injected clock)."""
+
+from kmm_dtk.registry.check import UnreachableRegistries
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_registry_that_did_not_answer_is_skipped_for_the_hold():
+    clock = Clock()
+    held = UnreachableRegistries(90, clock)
+    assert held.reason("mirror:5000") is None
+    held.mark("mirror:5000", "timed out")
+    clock.now = 89
+    assert held.reason("mirror:5000") == "timed out"
+    assert held.reason("other:5000") is None
+
+
+def test_after_the_hold_one_caller_asks_and_the_others_keep_the_last_answer():
+    clock = Clock()
+    held = UnreachableRegistries(90, clock)
+    held.mark("mirror:5000", "timed out")
+    clock.now = 91
+    assert held.reason("mirror:5000") is None  # this caller asks again
+    assert held.reason("mirror:5000") == "timed out"  # the others do not, meanwhile
+    held.answered("mirror:5000")
+    assert held.reason("mirror:5000") is None
+
+
+def test_a_caller_that_never_reports_back_does_not_hold_the_registry_forever():
+    clock = Clock()
+    held = UnreachableRegistries(90, clock)
+    held.mark("mirror:5000", "timed out")
+    clock.now = 91
+    assert held.reason("mirror:5000") is None
+    clock.now = 200
+    assert held.reason("mirror:5000") is None  # the probe is stale: another caller may ask
+
+
+def test_still_dead_after_asking_again_is_held_again():
+    clock = Clock()
+    held = UnreachableRegistries(90, clock)
+    held.mark("mirror:5000", "timed out")
+    clock.now = 91
+    assert held.reason("mirror:5000") is None
+    held.mark("mirror:5000", "refused")
+    clock.now = 180
+    assert held.reason("mirror:5000") == "refused"
+
+
+def test_no_hold_means_always_ask():
+    held = UnreachableRegistries(0, Clock())
+    held.mark("mirror:5000", "timed out")
+    assert held.reason("mirror:5000") is None
