@@ -116,7 +116,7 @@ def served(client: KubeClient, resource: Resource, patience: float = 60.0) -> bo
     from starting). An API server that does not answer is asked again for ``patience`` seconds, as the
     informers would; then the ApiError is raised."""
     retrying = Retrying(stop=stop_after_delay(patience), wait=wait_exponential(multiplier=0.5, max=10),
-                        retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.status not in (403, 404)),
+                        retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.status not in (401, 403, 404)),
                         reraise=True)
     try:
         found = retrying(client.request, "GET", f"/apis/{resource.group}/{resource.version}")
@@ -163,6 +163,7 @@ class _RegistryAccess:
 
     def release_auth(self) -> AuthConfig:
         """What nodes pull release images with: the cluster's global pull secret."""
+        self.trust.refresh()
         if self.global_pull_secret is None:
             return self.secrets.base
         return self.secrets.for_namespace(*self.global_pull_secret, optional=True)
@@ -300,7 +301,8 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
                                      field_selector=f"metadata.name={CLUSTER_VERSION}")
         upgrade_queue = RateLimitingQueue("upgrades", metrics=controller_metrics)
         upgrades = UpgradeReconciler(view, cluster_versions, access.client, access.checker.dtk,
-                                     access.release_auth, access.mirrors.policy, module_queue.add)
+                                     access.release_auth, access.mirrors.policy, module_queue.add,
+                                     tls_for=access.checker.tls_choices)
         for informer in cluster_versions.informers:
             informer.add_handler(EventHandler(
                 on_add=lambda cv: upgrade_queue.add(CLUSTER_VERSION),

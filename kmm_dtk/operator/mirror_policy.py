@@ -33,24 +33,29 @@ class MirrorWatch:
         key = tuple(sorted(((o.get("kind"), o["metadata"]["name"], o["metadata"].get("resourceVersion"))
                             for o in objects), key=str))
         with self._lock:
-            if key != self._key:
-                self._policy, problems = MirrorPolicy.from_objects(objects)
-                self._key = key
-                for problem in problems:
-                    log.warning("mirror policy entry skipped", extra={"problem": problem})
-                log.info("mirror policy updated", extra={"rules": self._policy.describe()})
-                self._report(objects, problems)
-            return self._policy
+            if key == self._key:
+                return self._policy
+            self._policy, problems = MirrorPolicy.from_objects(objects)
+            self._key = key
+            policy = self._policy
+            for problem in problems:
+                log.warning("mirror policy entry skipped", extra={"problem": problem})
+            log.info("mirror policy updated", extra={"rules": policy.describe()})
+            reports = self._new_reports(objects, problems)
+        for obj, text in reports:  # API calls outside the lock that every check takes
+            self.recorder.emit(obj, EventSpec(WARNING, "InvalidMirrorSet", f"entries skipped, the others apply: {text}"))
+        return policy
 
-    def _report(self, objects: list[Any], problems: list[str]) -> None:
-        """One Warning Event per object whose problems changed (problems start with ``Kind/name:``)."""
+    def _new_reports(self, objects: list[Any], problems: list[str]) -> list[tuple[Any, str]]:
+        """The objects whose problems changed since last reported (problems start with ``Kind/name:``)."""
         current: dict[tuple[str, str], str] = {}
+        reports = []
         for obj in objects:
             kind, name = obj.get("kind", ""), obj["metadata"]["name"]
             mine = [p for p in problems if p.startswith(f"{kind}/{name}:")]
             if mine:
                 current[(kind, name)] = "; ".join(mine)
                 if self.recorder is not None and self._reported.get((kind, name)) != current[(kind, name)]:
-                    self.recorder.emit(obj, EventSpec(WARNING, "InvalidMirrorSet",
-                                                      f"entries skipped, the others apply: {current[(kind, name)]}"))
+                    reports.append((obj, current[(kind, name)]))
         self._reported = current
+        return reports

@@ -100,25 +100,40 @@ class PullSecrets:
         return self._cache.get(("secret", namespace, name), load)
 
 
+class _Unavailable(Exception):
+    """The API did not say: keep what is in force."""
+
+
 class ClusterTrust:
     """Keeps ``client.trust`` = the base trust store (system CAs, ``--ca-file``) plus the per-registry
     CAs of ``image.config.openshift.io/cluster`` ``spec.additionalTrustedCA`` (a ConfigMap in
     ``openshift-config`` whose keys are registry hosts, ``host..port`` for a port) and of
-    ``openshift-image-registry/image-registry-certificates`` (the internal registry's service CA)."""
+    ``openshift-image-registry/image-registry-certificates`` (the internal registry's service CA),
+    and ``insecure_registries`` = its ``registrySources.insecureRegistries``. Re-read every ``ttl``
+    seconds; when the API fails, what is in force stays and it is asked again ``retry`` seconds later."""
 
     def __init__(self, client: KubeClient, registry: RegistryClient, base: TrustStore, ttl: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 retry: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.registry = registry
         self.base = base
-        self._cache = _TTLCache(ttl, clock)
+        self.ttl, self.retry, self.clock = ttl, retry, clock
+        self._next_read = 0.0
         self._applied: Mapping[str, str] | None = None
         self._lock = threading.Lock()
         self.insecure_registries: frozenset[str] = frozenset()
 
     def refresh(self) -> None:
-        per_host, insecure = self._cache.get("cas", self._load)
         with self._lock:
+            if self.clock() < self._next_read:
+                return
+            try:
+                per_host, insecure = self._load()
+            except _Unavailable as err:
+                log.warning("registry CAs not re-read; the ones in force stay", extra={"error": str(err)})
+                self._next_read = self.clock() + self.retry
+                return
+            self._next_read = self.clock() + self.ttl
             if insecure != self.insecure_registries:
                 log.info("insecure registries updated", extra={"registries": sorted(insecure)})
                 self.insecure_registries = insecure
@@ -135,34 +150,28 @@ class ClusterTrust:
     def _load(self) -> tuple[dict[str, str], frozenset[str]]:
         """additionalTrustedCA, then the internal registry's service CA: what node-ca gives the nodes;
         and ``registrySources.insecureRegistries``: what CRI-O is told it may ask without TLS."""
-        per_host = dict(self._internal_registry())
-        spec = self._image_spec()
+        per_host = self._configmap_cas(*INTERNAL_REGISTRY_CAS)
+        spec = self._get(IMAGE_CONFIGS, "cluster", None).get("spec") or {}
         name = (spec.get("additionalTrustedCA") or {}).get("name")
         if isinstance(name, str) and name:
-            per_host.update(self._configmap_cas(OPENSHIFT_CONFIG, name))
+            named = self._configmap_cas(OPENSHIFT_CONFIG, name)
+            if not named:
+                log.warning("additionalTrustedCA names a ConfigMap that is missing or empty",
+                            extra={"configMap": f"{OPENSHIFT_CONFIG}/{name}"})
+            per_host.update(named)
         insecure = (spec.get("registrySources") or {}).get("insecureRegistries") or ()
         return per_host, frozenset(r for r in insecure if isinstance(r, str) and r)
 
-    def _image_spec(self) -> Mapping[str, Any]:
+    def _get(self, resource: Any, name: str, namespace: str | None) -> Mapping[str, Any]:
+        """The object, or {} when it does not exist (not OpenShift); _Unavailable on any other failure."""
         try:
-            image = self.client.get(IMAGE_CONFIGS, "cluster")
+            found = self.client.get(resource, name, namespace)
         except ApiError as err:
-            if err.status != 404:
-                log.warning("cannot read image.config.openshift.io/cluster", extra={"error": f"{err.status} {err.reason}"})
-            return {}
-        spec = image.get("spec")
-        return spec if isinstance(spec, Mapping) else {}
+            if err.status == 404:
+                return {}
+            raise _Unavailable(f"{resource} {namespace + '/' if namespace else ''}{name}: {err}") from None
+        return found if isinstance(found, Mapping) else {}
 
-    def _internal_registry(self) -> dict[str, str]:
-        return self._configmap_cas(*INTERNAL_REGISTRY_CAS, missing_ok=True)
-
-    def _configmap_cas(self, namespace: str, name: str, missing_ok: bool = False) -> dict[str, str]:
-        try:
-            cm = self.client.get(CONFIGMAPS, name, namespace)
-        except ApiError as err:
-            if not (missing_ok and err.status == 404):
-                log.warning("cannot read registry CAs", extra={"configMap": f"{namespace}/{name}",
-                                                               "error": f"{err.status} {err.reason}"})
-            return {}
-        return {TrustStore.host_from_configmap_key(k): v for k, v in (cm.get("data") or {}).items()
-                if isinstance(v, str) and v.strip()}
+    def _configmap_cas(self, namespace: str, name: str) -> dict[str, str]:
+        data = self._get(CONFIGMAPS, name, namespace).get("data") or {}
+        return {TrustStore.host_from_configmap_key(k): v for k, v in data.items() if isinstance(v, str) and v.strip()}

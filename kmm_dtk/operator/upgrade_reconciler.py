@@ -11,9 +11,10 @@ planned from the node as usual (``ClusterSnapshot.upcoming_for``).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from kmm_dtk.core.plan import UpcomingKernel, kernel_flavour
+from kmm_dtk.kube.controller import Result
 from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.operator.caches import Cache, ClusterView, module_key
 from kmm_dtk.registry.auth import AuthConfig
@@ -22,6 +23,7 @@ from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.release import DtkInspector, ReleaseLookupError, release_kernels
+from kmm_dtk.registry.tls import TLSPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,8 @@ class UpgradeReconciler:
 
     def __init__(self, view: ClusterView, cluster_versions: Cache, registry: RegistryClient,
                  inspector: DtkInspector, auth: Callable[[], AuthConfig], mirrors: Callable[[], MirrorPolicy],
-                 enqueue_module: Callable[[str], None]) -> None:
+                 enqueue_module: Callable[[str], None],
+                 tls_for: Callable[[ImageRef], Sequence[TLSPolicy]] | None = None, recheck: float = 60.0) -> None:
         self.view = view
         self.cluster_versions = cluster_versions
         self.registry = registry
@@ -55,34 +58,39 @@ class UpgradeReconciler:
         self.auth = auth
         self.mirrors = mirrors
         self.enqueue_module = enqueue_module
-        self._resolved: str | None = None
+        self.tls_for = tls_for
+        self.recheck = recheck
+        self._resolved: tuple[str | None, frozenset[tuple[str, str]]] | None = None
 
-    def reconcile(self, key: str) -> None:
+    def reconcile(self, key: str) -> Result | None:
+        """Also every ``recheck`` seconds while a release is desired: nodes of a new architecture or
+        variant (an arm64 or 64k pool) need that flavour of the release's kernel."""
         release = desired_release(self.cluster_versions.get(key))
-        if release == self._resolved:
-            return
-        upcoming = self._upcoming(release) if release else ()
-        self.view.set_upcoming(upcoming)
-        self._resolved = release
-        if upcoming:
-            log.info("preparing driver images ahead of the upgrade",
-                     extra={"release": release, "kernels": [u.kernel for u in upcoming]})
-        for module in self.view.modules.list():
-            self.enqueue_module(module_key(module))
+        flavours = frozenset(kernel_flavour(k) for k in self.view.kernel_map.entries()) or frozenset({("x86_64", "")})
+        if (release, flavours) != self._resolved:
+            upcoming = self._upcoming(release, flavours) if release else ()
+            self.view.set_upcoming(upcoming)
+            self._resolved = (release, flavours)
+            if upcoming:
+                log.info("preparing driver images ahead of the upgrade",
+                         extra={"release": release, "kernels": [u.kernel for u in upcoming]})
+            for module in self.view.modules.list():
+                self.enqueue_module(module_key(module))
+        return Result(requeue_after=self.recheck) if release else None
 
-    def _upcoming(self, release: str) -> tuple[UpcomingKernel, ...]:
+    def _upcoming(self, release: str, flavours: frozenset[tuple[str, str]]) -> tuple[UpcomingKernel, ...]:
         try:
             ref = ImageRef.parse(release)
         except ReferenceError as err:
             log.warning("ClusterVersion names an unreadable release image", extra={"release": release,
                                                                                   "error": str(err)})
             return ()
-        flavours = {kernel_flavour(k) for k in self.view.kernel_map.entries()} or {("x86_64", "")}
         found: list[UpcomingKernel] = []
         for arch in sorted({arch for arch, _ in flavours}):
             try:  # RegistryError propagates: the work queue retries with backoff
                 info, kernels = release_kernels(self.registry, ref, auth=self.auth(), mirrors=self.mirrors(),
-                                                inspector=self.inspector, platform=platform_for(f"k.{arch}"))
+                                                inspector=self.inspector, platform=platform_for(f"k.{arch}"),
+                                                tls_for=self.tls_for)
             except (ReleaseLookupError, ValueError) as err:  # e.g. a single-architecture release
                 log.warning("no driver-toolkit to build ahead of the upgrade",
                             extra={"release": release, "architecture": arch, "error": str(err)})

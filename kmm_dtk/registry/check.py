@@ -19,7 +19,7 @@ from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.client import RegistryClient, RegistryError
-from kmm_dtk.registry.image import ImageConfig, image_config
+from kmm_dtk.registry.image import ImageConfig, image_config_over
 from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.release import DtkInspector
@@ -145,29 +145,20 @@ class RegistryChecker:
             for key in [k for k in self._cache if k[0] == image]:
                 del self._cache[key]
 
-    def _answered(self, sources: list[PullSource]) -> None:
-        for source in sources:
-            self.unreachable.answered(source.ref.registry)
-
-    def _tls_choices(self, asked: ImageRef, ref: ImageRef, module_tls: RegistryTLS | None) -> list[TLSPolicy]:
+    def tls_choices(self, asked: ImageRef, ref: ImageRef | None = None,
+                    module_tls: RegistryTLS | None = None) -> list[TLSPolicy]:
         """The Module's TLS setting for the registry it names; for a registry the cluster lists as
         insecure, HTTPS without verification, then plain HTTP, as CRI-O tries them; else verified HTTPS."""
-        if asked.registry == ref.registry and module_tls is not None:
+        if ref is not None and asked.registry == ref.registry and module_tls is not None:
             return [tls_policy(module_tls)]
         if is_insecure(asked.registry, self.insecure_registries()):
             return [TLSPolicy(skip_verify=True), TLSPolicy(insecure=True)]
         return [TLSPolicy()]
 
     def _image_config(self, entry: PlanEntry, source: PullSource, ref: ImageRef) -> ImageConfig | None:
-        choices = self._tls_choices(source.ref, ref, entry.registry_tls)
-        for i, tls in enumerate(choices):
-            try:
-                return image_config(self.client, source.ref, auth=self.auth_for(entry), tls=tls,
-                                    platform=platform_for(entry.kernel))
-            except RegistryError:
-                if i == len(choices) - 1:
-                    raise
-        raise AssertionError("unreachable")  # choices is never empty
+        config, _ = image_config_over(self.client, source.ref, self.tls_choices(source.ref, ref, entry.registry_tls),
+                                      platform=platform_for(entry.kernel), auth=self.auth_for(entry))
+        return config
 
     def clear(self) -> None:
         """The mirror policy changed: every answer may be different now."""
@@ -230,25 +221,22 @@ class RegistryChecker:
         except ReferenceError as err:
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
         sources = self.mirrors().pull_sources(ref)
-        down = [(s, self.unreachable.reason(s.ref.registry)) for s in sources]
-        if sources and all(reason is not None for _, reason in down):
+        held = {r: self.unreachable.reason(r) for r in dict.fromkeys(s.ref.registry for s in sources)}
+        askable = [s for s in sources if held[s.ref.registry] is None]
+        if sources and not askable:  # the same words as when it was asked: no status churn
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: "
-                            + "; ".join(f"{s.ref}: {reason}" for s, reason in down))
+                            f"{next(r for r in held.values() if r)}")
         try:
             kernels = self.dtk.kernels(
-                ref, auth=self.dtk_auth_for(entry), sources=sources, platform=platform_for(entry.kernel),
-                tls_for=lambda asked: self._tls_choices(asked, ref, entry.base_image_registry_tls))
+                ref, auth=self.dtk_auth_for(entry), sources=askable, platform=platform_for(entry.kernel),
+                tls_for=lambda asked: self.tls_choices(asked, ref, entry.base_image_registry_tls))
         except RegistryError as err:
-            for source in sources:
-                if err.unreachable:
-                    self.unreachable.mark(source.ref.registry, str(err))
-                else:
-                    self.unreachable.answered(source.ref.registry)
+            if err.unreachable:  # every place asked gave no answer at all
+                for registry in dict.fromkeys(s.ref.registry for s in askable):
+                    self.unreachable.mark(registry, str(err))
             return DtkCheck(DtkState.UNKNOWN, f"cannot read DTK {entry.dtk_image}: {err}")
         except ValueError as err:  # no readable driver-toolkit-release.json and no kernel labels
-            self._answered(sources)
             return DtkCheck(DtkState.UNVERIFIED, f"kernel of DTK {entry.dtk_image} not verified: {err}")
-        self._answered(sources)
         offered = [k for k in (kernels.kernel, kernels.rt_kernel) if k]
         if entry.kernel in offered or _without_variant(entry.kernel) in offered:
             return DtkCheck(DtkState.MATCHES, f"DTK {entry.dtk_image} carries kernel {entry.kernel}")

@@ -11,7 +11,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import BinaryIO, Mapping
+from typing import BinaryIO, Mapping, Sequence
 
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Presence,
@@ -81,6 +81,25 @@ def image_config(client: RegistryClient, ref: ImageRef, *, platform: tuple[str, 
         # A malformed index or manifest (a bad digest, a platform that is not an object): the
         # registry's problem, reported like any other non-answer, never a crash of the caller.
         raise RegistryError(f"malformed manifest or config for {ref}: {type(err).__name__}: {err}") from None
+
+
+def image_config_over(client: RegistryClient, ref: ImageRef, choices: Sequence[TLSPolicy], *,
+                      platform: tuple[str, ...] = ("linux", "amd64"),
+                      auth: AuthConfig | None = None) -> tuple[ImageConfig | None, TLSPolicy]:
+    """``image_config`` over the first of ``choices`` that gets through, and that choice (to read the
+    layers the same way). For an insecure registry CRI-O tries HTTPS without verification, then plain
+    HTTP, and falls back only when HTTPS could not be had at all (TLS or connection failures): an
+    HTTPS answer such as a 401 is the answer. The first error is the one reported."""
+    first: RegistryError | None = None
+    for tls in choices:
+        try:
+            return image_config(client, ref, platform=platform, auth=auth, tls=tls), tls
+        except RegistryError as err:
+            first = first or err
+            if not (err.unreachable or err.reason.startswith("TLS:")):
+                break
+    assert first is not None, "no TLS choice given"
+    raise first
 
 
 def _image_config(client: RegistryClient, ref: ImageRef, platform: tuple[str, ...], auth: AuthConfig | None,

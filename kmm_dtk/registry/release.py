@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from kmm_dtk.registry.client import RegistryClient, RegistryError
-from kmm_dtk.registry.image import ImageConfig, image_config, read_file
+from kmm_dtk.registry.image import ImageConfig, image_config_over, read_file
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.tls import TLSPolicy
 
@@ -138,8 +138,8 @@ class DtkInspector:
         unreachable = True  # every place asked gave no answer at all
         for candidate in _candidates(ref, sources):
             try:
-                config, tls = _config_over(self._client, candidate, platform, auth,
-                                           tls_for(candidate) if tls_for else (tls,))
+                config, tls = image_config_over(self._client, candidate, tls_for(candidate) if tls_for else (tls,),
+                                                platform=platform, auth=auth)
             except RegistryError as err:
                 problems.append(_problem(candidate, ref, str(err)))
                 unreachable = unreachable and err.unreachable
@@ -222,19 +222,6 @@ class DtkInspector:
         log.debug("read DTK kernels from labels", extra={"image": image, "kernel": found.kernel,
                                                           "rt_kernel": found.rt_kernel, "problem": file_problem})
         return found
-
-
-def _config_over(client: RegistryClient, ref: ImageRef, platform: tuple[str, str], auth: Any,
-                 choices: Sequence[TLSPolicy]) -> tuple[ImageConfig | None, TLSPolicy]:
-    """The image config over the first TLS choice that answers (an insecure registry: HTTPS without
-    verification, then plain HTTP), and that choice, for reading the layers the same way."""
-    for i, tls in enumerate(choices):
-        try:
-            return image_config(client, ref, platform=platform, auth=auth, tls=tls), tls
-        except RegistryError:
-            if i == len(choices) - 1:
-                raise
-    raise RegistryError(f"no way to ask {ref.registry}")
 
 
 def _candidates(ref: ImageRef, sources: Sequence[_HasRef] | None) -> list[ImageRef]:
@@ -340,7 +327,8 @@ def parse_image_references(data: bytes, release: str, *, tag: str = DTK_TAG) -> 
 
 def release_info(client: RegistryClient, ref: ImageRef, *, auth: Any = None, tls: TLSPolicy = TLSPolicy(),
                  sources: Sequence[_HasRef] | None = None, tag: str = DTK_TAG,
-                 platform: tuple[str, str] = DEFAULT_PLATFORM) -> ReleaseInfo:
+                 platform: tuple[str, str] = DEFAULT_PLATFORM,
+                 tls_for: Callable[[ImageRef], Sequence[TLSPolicy]] | None = None) -> ReleaseInfo:
     """What ``oc adm release info --image-for=driver-toolkit`` answers, read from the release image's
     layers (last first). ``ReleaseLookupError`` when the answer is "no"; ``RegistryError`` when no
     source could be asked (unreachable, refused, timed out)."""
@@ -349,11 +337,12 @@ def release_info(client: RegistryClient, ref: ImageRef, *, auth: Any = None, tls
     unknown = False
     for candidate in _candidates(ref, sources):
         try:
-            config = image_config(client, candidate, platform=platform, auth=auth, tls=tls)
+            config, asked_tls = image_config_over(client, candidate, tls_for(candidate) if tls_for else (tls,),
+                                                  platform=platform, auth=auth)
             if config is None:
                 problems.append(_problem(candidate, ref, "manifest unknown"))
                 continue
-            data = read_file(client, candidate, IMAGE_REFERENCES, config=config, auth=auth, tls=tls)
+            data = read_file(client, candidate, IMAGE_REFERENCES, config=config, auth=auth, tls=asked_tls)
         except RegistryError as err:
             unknown = True
             problems.append(_problem(candidate, ref, str(err)))
@@ -376,13 +365,15 @@ def release_info(client: RegistryClient, ref: ImageRef, *, auth: Any = None, tls
 
 def release_kernels(client: RegistryClient, ref: ImageRef, *, auth: Any = None, tls: TLSPolicy = TLSPolicy(),
                     mirrors: Any = None, inspector: DtkInspector | None = None, tag: str = DTK_TAG,
-                    platform: tuple[str, str] = DEFAULT_PLATFORM) -> tuple[ReleaseInfo, DtkKernels]:
+                    platform: tuple[str, str] = DEFAULT_PLATFORM,
+                    tls_for: Callable[[ImageRef], Sequence[TLSPolicy]] | None = None) -> tuple[ReleaseInfo, DtkKernels]:
     """The release's DTK and that DTK's kernels; ``mirrors`` (a MirrorPolicy) maps both pull specs."""
     sources = mirrors.pull_sources(ref) if mirrors else None
-    info = release_info(client, ref, auth=auth, tls=tls, sources=sources, tag=tag, platform=platform)
+    info = release_info(client, ref, auth=auth, tls=tls, sources=sources, tag=tag, platform=platform,
+                        tls_for=tls_for)
     dtk = ImageRef.parse(info.dtk_image)
     inspector = inspector or DtkInspector(client)
-    kernels = inspector.kernels(dtk, auth=auth, tls=tls, platform=platform,
+    kernels = inspector.kernels(dtk, auth=auth, tls=tls, platform=platform, tls_for=tls_for,
                                 sources=mirrors.pull_sources(dtk) if mirrors else None)
     return info, kernels
 
