@@ -63,6 +63,18 @@ class RegistryScenario(Scenario):
     def repository(self) -> str:
         return f"{self.namespace}/simple-kmod"
 
+    def retag(self, images: dict[str, str]) -> None:
+        """Point DTK tags (RHCOS -> digest pull spec) at other images, as an import would."""
+        custom = client.CustomObjectsApi(self.api)
+        stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", self.namespace, "imagestreams",
+                                                     "driver-toolkit")
+        for tag in stream["status"]["tags"]:
+            if tag["tag"] in images:
+                tag["items"][0]["dockerImageReference"] = images[tag["tag"]]
+                tag["items"][0]["image"] = images[tag["tag"]].rsplit("@", 1)[1]
+        custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", self.namespace, "imagestreams",
+                                                       "driver-toolkit", stream)
+
     def planned_hashes(self, module: dict) -> dict[str, str]:
         """The hash the operator will plan for each kernel: the same pure planner, from the same objects."""
         core = client.CoreV1Api(self.api)
@@ -176,15 +188,7 @@ def test_registry_refusing_us_builds_nothing_and_says_so(reg, run_operator):
 
 def test_dtk_for_another_kernel_is_refused_naming_both_kernels(api, reg, run_operator):
     wrong = push_image(reg.registry, f"{reg.namespace}/dtk", "okd-wrong", files=dtk_files(K84))
-    custom = client.CustomObjectsApi(api)
-    stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", reg.namespace, "imagestreams",
-                                                 "driver-toolkit")
-    for tag in stream["status"]["tags"]:  # R411's tag now points at a DTK carrying K84's headers
-        if tag["tag"] == R411:
-            tag["items"][0]["dockerImageReference"] = wrong.pull_spec
-            tag["items"][0]["image"] = wrong.digest
-    custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", reg.namespace, "imagestreams",
-                                                   "driver-toolkit", stream)
+    reg.retag({R411: wrong.pull_spec})  # R411's tag now points at a DTK carrying K84's headers
     run_operator(registry=registry_options(reg))
     reg.create_module(module_in_registry(reg))
 
@@ -219,12 +223,7 @@ def test_disconnected_cluster_finds_images_and_dtks_through_mirrors(api, reg, ru
     for rhcos, kernel in ((R410, K84), (R411, K86)):
         pushed = push_image(reg.registry, f"mirror/{reg.namespace}/dtk", rhcos, files=dtk_files(kernel))
         dtk[rhcos] = f"{source}/{reg.namespace}/dtk@{pushed.digest}"
-    stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", reg.namespace, "imagestreams",
-                                                 "driver-toolkit")
-    for tag in stream["status"]["tags"]:
-        tag["items"][0]["dockerImageReference"] = dtk[tag["tag"]]
-    custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", reg.namespace, "imagestreams",
-                                                   "driver-toolkit", stream)
+    reg.retag(dtk)
     for plural, kind, field in (("imagedigestmirrorsets", "ImageDigestMirrorSet", "imageDigestMirrors"),
                                 ("imagetagmirrorsets", "ImageTagMirrorSet", "imageTagMirrors")):
         name = unique_name("mirrors")
@@ -452,15 +451,7 @@ def _snapshot(s: RegistryScenario):
 def test_a_dtk_that_names_no_kernel_is_built_on(api, reg, run_operator):
     """Older DTKs carry neither the release file nor the labels: they cannot say no, so the Build is made."""
     old = push_image(reg.registry, f"{reg.namespace}/dtk", "old-dtk", labels={"vendor": "Red Hat"})
-    custom = client.CustomObjectsApi(api)
-    stream = custom.get_namespaced_custom_object("image.openshift.io", "v1", reg.namespace, "imagestreams",
-                                                 "driver-toolkit")
-    for tag in stream["status"]["tags"]:
-        if tag["tag"] == R411:
-            tag["items"][0]["dockerImageReference"] = old.pull_spec
-            tag["items"][0]["image"] = old.digest
-    custom.replace_namespaced_custom_object_status("image.openshift.io", "v1", reg.namespace, "imagestreams",
-                                                   "driver-toolkit", stream)
+    reg.retag({R411: old.pull_spec})
     run_operator(registry=registry_options(reg))
     reg.create_module(module_in_registry(reg))
     wait_for(lambda: set(reg.builds_by_kernel()) == {K84, K86}, 30, "Builds for both kernels")
