@@ -500,3 +500,27 @@ def test_a_malformed_mirror_set_gets_an_event_naming_the_field_and_the_rest_appl
                      20, "an InvalidMirrorSet Event")
     assert event.type == "Warning" and "spec.imageTagMirrors[0].source" in event.message
     assert event.involved_object.kind == "ImageTagMirrorSet"
+
+
+@pytest.mark.parametrize("weakened, expected", [(False, "Pending"), (True, "Waiting")],
+                         ids=["verified-tls-uses-the-global-pull-secret", "weakened-tls-never-gets-it"])
+def test_the_global_pull_secret_is_used_for_dtks_only_over_verified_tls(api, reg, registry_plain, run_operator,
+                                                                        weakened, expected):
+    """The driver image is on an anonymous plain-HTTP registry; the DTKs need the credentials that only
+    the cluster's global pull secret holds (the Module has no secret). A Module that weakens TLS for its
+    base images does not get the cluster's credentials sent over that link."""
+    client.CoreV1Api(api).create_namespaced_secret(reg.namespace, pull_secret(
+        reg.namespace, "global", reg.registry.host, reg.registry.username, reg.registry.password))
+    body = module_in_registry(reg, image_prefix=f"{registry_plain.host}/{reg.namespace}", secret=None)
+    mapping = body["spec"]["moduleLoader"]["container"]["kernelMappings"][0]
+    mapping["registryTLS"] = {"insecure": True}
+    if weakened:
+        mapping["build"]["baseImageRegistryTLS"] = {"insecureSkipTLSVerify": True}
+    run_operator(registry=RegistryOptions(ca_paths=(str(reg.registry.ca_file),),
+                                          global_pull_secret=(reg.namespace, "global"), retry_after=0.5))
+    reg.create_module(body)
+    records = settled(reg, {K84, K86}, {expected})
+    if weakened:
+        assert "401" in records[K84]["message"] and reg.builds() == []
+    else:
+        assert set(reg.builds_by_kernel()) == {K84, K86}

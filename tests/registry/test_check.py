@@ -284,3 +284,17 @@ def test_dtk_through_a_plain_http_mirror_the_cluster_lists_as_insecure(registry_
         assert RegistryChecker(client, mirrors=lambda: mirrors).check_dtk(wanted).state is DtkState.UNKNOWN
         listed = RegistryChecker(client, mirrors=lambda: mirrors, insecure_registries=lambda: {registry_plain.host})
         assert listed.check_dtk(wanted).state is DtkState.MATCHES
+
+
+def test_a_dtk_registry_that_does_not_answer_is_held_with_the_same_words():
+    clock = Clock()
+    with CountingListener("hold") as dead, RegistryClient(timeout=0.3, attempts=2, backoff=0.01) as client:
+        checker = RegistryChecker(client, unreachable_hold=30, clock=clock)
+        wanted = entry("x/y:z", dtk=f"{dead.host}/dtk@sha256:{'a' * 64}")
+        first = checker.check_dtk(wanted)
+        asked = dead.accepted
+        assert first.state is DtkState.UNKNOWN and asked == 2
+        second = checker.check_dtk(wanted)
+        assert second == first and dead.accepted == asked  # not asked again; no status churn
+        assert checker.check(entry(f"{dead.host}/ns/a:{KERNEL}")).state is ImageState.UNKNOWN
+        assert dead.accepted == asked  # the image check respects the same hold
