@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from kmm_dtk.operator.caches import OWNER_INDEX
 from tests.operator.conftest import DTK_410, DTK_411, K84, K86, R410, R411, module_body, os_image
 from tests.support.controlplane import wait_for
 from tests.support.objects import create_node, move_imagestream_tag, set_node_versions
@@ -223,9 +224,14 @@ def test_steady_state_makes_no_writes(scenario, run_operator):
     running = run_operator()
     builds = _wait_builds(scenario, 2, "Builds")
     wait_for(lambda: set(scenario.kernel_status()) == {K84, K86}, 10, "status")
+    view = running.operator.view
+    queue = running.operator.module_queue
+    # Quiet first: the Builds' own add events reach the cache and their reconciles are counted.
+    wait_for(lambda: len(view.builds.by_index(OWNER_INDEX, f"{scenario.namespace}/simple-kmod")) == 2
+             and len(queue) == 0 and queue.num_processing() == 0 and queue.num_waiting() == 0, 10,
+             "the module queue to be quiet")
     resource_version = scenario.module()["metadata"]["resourceVersion"]
     reconciles, node_reconciles = running.reconciles(), running.reconciles("node")
-    view = running.operator.view
     # Heartbeat-like node status updates and a same-phase Build update cause no reconcile.
     patched = {}
     for node in scenario.nodes:
