@@ -3,9 +3,7 @@ of a disconnected cluster among the input files: the plan says what the operator
 
 from __future__ import annotations
 
-import base64
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +13,8 @@ import yaml
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL
 from tests.support.design import K84, K86, R410, R411
-from tests.support.registry import push_image
+from tests.support.controlplane import free_port
+from tests.support.registry import dtk_release_files, push_image
 
 pytestmark = pytest.mark.registry
 
@@ -29,22 +28,15 @@ def node(name: str, kernel: str, rhcos: str) -> dict:
                                     "osImage": f"Red Hat Enterprise Linux CoreOS {rhcos} (Ootpa)"}}}
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def disconnected(registry_tls, tmp_path: Path):
     """A dump of a disconnected cluster: every image named on an unreachable source, mirrored to the
     test registry (IDMS for the DTK digests, ITMS for the driver tags, NeverContactSource)."""
-    source = f"127.0.0.1:{closed_port()}"
+    source = f"127.0.0.1:{free_port()}"
     repo = f"plan-{tmp_path.name[-12:].lower().replace('_', '-')}"
     dtk = {}
     for rhcos, kernel in ((R410, K84), (R411, K86)):
-        pushed = push_image(registry_tls, f"mirror/{repo}/dtk", rhcos, files={
-            "etc/driver-toolkit-release.json": json.dumps({"KERNEL_VERSION": kernel}).encode()})
+        pushed = push_image(registry_tls, f"mirror/{repo}/dtk", rhcos, files=dtk_release_files(kernel))
         dtk[rhcos] = f"{source}/{repo}/dtk@{pushed.digest}"
     stream = {"apiVersion": "image.openshift.io/v1", "kind": "ImageStream",
               "metadata": {"name": "driver-toolkit", "namespace": "openshift"},
@@ -66,8 +58,7 @@ def disconnected(registry_tls, tmp_path: Path):
     cluster.write_text(yaml.safe_dump_all([node("w0", K84, R410), node("w1", K86, R411), stream, module, cm,
                                            *mirrors]))
     auth = tmp_path / "auth.json"
-    token = base64.b64encode(f"{registry_tls.username}:{registry_tls.password}".encode()).decode()
-    auth.write_text(json.dumps({"auths": {registry_tls.host: {"auth": token}}}))
+    auth.write_text(json.dumps(registry_tls.auth_json()))
     return cluster, auth, registry_tls, f"mirror/{repo}/kmod"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -11,6 +10,7 @@ from kmm_dtk.kube.client import ApiError, KubeClient, Resource
 from kmm_dtk.operator.app import served
 from kmm_dtk.operator.resources import CLUSTERVERSIONS, IDMSES
 from tests.support.cluster import api_client_from
+from tests.support.controlplane import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +23,7 @@ def test_served_apis_are_found_and_absent_ones_are_not(api):
 
 
 def test_an_api_server_that_does_not_answer_is_retried_then_raised(cluster, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    api = api_client_from(cluster.kubeconfig_for(tmp_path / "dead.kubeconfig", f"https://127.0.0.1:{port}"))
+    api = api_client_from(cluster.kubeconfig_for(tmp_path / "dead.kubeconfig", f"https://127.0.0.1:{free_port()}"))
     started = time.monotonic()
     with pytest.raises(ApiError) as err:
         served(KubeClient(api), IDMSES, patience=1.5)

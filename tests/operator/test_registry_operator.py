@@ -6,9 +6,7 @@ cluster), and a ClusterVersion moving to a new release builds for its kernel bef
 
 from __future__ import annotations
 
-import base64
 import json
-import socket
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -19,10 +17,11 @@ from kubernetes import client
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, plan_module, snapshot_from_objects
 from kmm_dtk.operator.app import RegistryOptions
 from tests.operator.conftest import DOCKERFILE, Scenario, module_body, os_image
-from tests.support.controlplane import wait_for
+from tests.support.controlplane import free_port, wait_for
 from tests.support.design import K84, K86, R410, R411
 from tests.support.objects import create_imagestream, create_node, unique_name
-from tests.support.registry import push_image
+from tests.support.registry import auth_json, dtk_release_files, push_image
+from tests.support.registry import pull_secret as registry_pull_secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -32,24 +31,11 @@ R413 = "413.86.202307250857-0"
 
 
 def dtk_files(kernel: str, rt_kernel: str | None = None) -> dict[str, bytes]:
-    release = {"KERNEL_VERSION": kernel, "RHEL_VERSION": "8.6", "OCP_VERSION": "4.11"}
-    if rt_kernel:
-        release["RT_KERNEL_VERSION"] = rt_kernel
-    return {"etc/driver-toolkit-release.json": json.dumps(release).encode()}
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on: a registry that cannot be reached."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return dtk_release_files(kernel, rt_kernel, RHEL_VERSION="8.6", OCP_VERSION="4.11")
 
 
 def pull_secret(namespace: str, name: str, host: str, username: str, password: str) -> dict:
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    config = json.dumps({"auths": {host: {"auth": auth}}}).encode()
-    return {"metadata": {"name": name, "namespace": namespace}, "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": base64.b64encode(config).decode()}}
+    return registry_pull_secret(namespace, name, auth_json(host, username, password))
 
 
 @dataclass
@@ -216,7 +202,7 @@ def mirror_sets(api) -> Iterator[list[tuple[str, str]]]:
 def test_disconnected_cluster_finds_images_and_dtks_through_mirrors(api, reg, run_operator, mirror_sets):
     """The source registry cannot be reached; IDMS (DTK digests) and ITMS (driver tags) point at the
     mirror, NeverContactSource: K84's image is found there, K86's is missing there and gets built."""
-    source = f"127.0.0.1:{closed_port()}"
+    source = f"127.0.0.1:{free_port()}"
     mirror = f"{reg.registry.host}/mirror"
     custom = client.CustomObjectsApi(api)
     dtk = {}
@@ -477,7 +463,7 @@ def test_registry_metrics_count_requests_and_checks(reg, run_operator):
 
 def test_a_malformed_mirror_set_gets_an_event_naming_the_field_and_the_rest_applies(api, reg, run_operator,
                                                                                    mirror_sets):
-    source = f"127.0.0.1:{closed_port()}"
+    source = f"127.0.0.1:{free_port()}"
     name = unique_name("bad-mirrors")
     client.CustomObjectsApi(api).create_cluster_custom_object("config.openshift.io", "v1", "imagetagmirrorsets", {
         "apiVersion": "config.openshift.io/v1", "kind": "ImageTagMirrorSet", "metadata": {"name": name},

@@ -17,7 +17,7 @@ from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.registry.verdicts import DtkState, ImageState
 from tests.support.loopback import CountingListener
 from tests.support.objects import unique_name
-from tests.support.registry import push_image
+from tests.support.registry import dtk_release_files, push_image
 
 pytestmark = pytest.mark.registry
 
@@ -161,9 +161,7 @@ def test_registry_tls_insecure_applies_to_the_modules_registry(registry_plain, c
 
 
 def dtk(registry, repo: str, kernel: str, rt_kernel: str | None = None) -> str:
-    release = {"KERNEL_VERSION": kernel, **({"RT_KERNEL_VERSION": rt_kernel} if rt_kernel else {})}
-    return push_image(registry, f"{repo}/dtk", "latest",
-                      files={"etc/driver-toolkit-release.json": json.dumps(release).encode()}).pull_spec
+    return push_image(registry, f"{repo}/dtk", "latest", files=dtk_release_files(kernel, rt_kernel)).pull_spec
 
 
 def test_dtk_for_the_kernel_or_its_rt_kernel_matches(registry_tls, client, repo):
@@ -247,8 +245,7 @@ def test_a_dtk_that_names_no_kernel_is_unverified_not_refused(registry_tls, clie
 
 def test_a_64k_kernel_builds_on_its_base_kernels_dtk(registry_tls, client, repo):
     arm = "5.14.0-570.27.1.el9_6.aarch64"
-    image = push_image(registry_tls, f"{repo}/dtk", "arm", files={
-        "etc/driver-toolkit-release.json": json.dumps({"KERNEL_VERSION": arm}).encode()}).pull_spec
+    image = push_image(registry_tls, f"{repo}/dtk", "arm", files=dtk_release_files(arm)).pull_spec
     checker = RegistryChecker(client)
     assert checker.check_dtk(entry("x/y:z", dtk=image, kernel=arm + "+64k")).state is DtkState.MATCHES
     assert checker.check_dtk(entry("x/y:z", dtk=image, kernel=arm + "+rt")).state is DtkState.MISMATCH

@@ -14,7 +14,6 @@ mirrors everything the sample cluster names, as a mirror registry does in a disc
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from kubernetes import client
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, plan_module, snapshot_from_objects
 from kmm_dtk.core.versions import node_versions
-from tests.support.registry import RegistryServer, push_image
+from tests.support.registry import RegistryServer, dtk_release_files, pull_secret, push_image
 
 DTK_HOSTS = ("quay.io/openshift-release-dev", "registry.ci.openshift.org/ocp")
 DRIVER_SOURCE = "image-registry.openshift-image-registry.svc:5000/simple-kmod"
@@ -58,17 +57,6 @@ def _mirror_repo(name: str) -> str:
     return "mirror/" + name.split("/", 1)[1]  # drop the host: quay.io/a/b -> mirror/a/b
 
 
-def _dtk_release(kernel: str) -> dict[str, bytes]:
-    return {"etc/driver-toolkit-release.json": json.dumps({"KERNEL_VERSION": kernel, "RHEL_VERSION": "8.6"}).encode()}
-
-
-def _pull_secret(namespace: str, name: str, server: RegistryServer) -> dict[str, Any]:
-    config = json.dumps(server.auth_json()).encode()
-    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-            "metadata": {"name": name, "namespace": namespace},
-            "data": {".dockerconfigjson": base64.b64encode(config).decode()}}
-
-
 def _mirror_set(kind: str, field: str, rules: list[tuple[str, str]]) -> dict[str, Any]:
     return {"apiVersion": "config.openshift.io/v1", "kind": kind, "metadata": {"name": "demo-mirror"},
             "spec": {field: [{"source": s, "mirrors": [m], "mirrorSourcePolicy": "NeverContactSource"}
@@ -90,7 +78,7 @@ def prepare(workdir: Path, objects) -> DemoRegistry:
         if original in moved or tag["name"] not in kernels:
             continue
         source, name = _source_and_repo(original)
-        pushed = push_image(server, _mirror_repo(name), tag["name"], files=_dtk_release(kernels[tag["name"]]))
+        pushed = push_image(server, _mirror_repo(name), tag["name"], files=dtk_release_files(kernels[tag["name"]], RHEL_VERSION="8.6"))
         moved[original] = f"{name}@{pushed.digest}"
     for tag in stream["spec"]["tags"]:
         tag["from"]["name"] = moved.get(tag["from"]["name"], tag["from"]["name"])
@@ -106,8 +94,8 @@ def prepare(workdir: Path, objects) -> DemoRegistry:
         _mirror_set("ImageDigestMirrorSet", "imageDigestMirrors",
                     [(h, f"{server.host}/{_mirror_repo(h + '/x').rsplit('/', 1)[0]}") for h in DTK_HOSTS]),
         _mirror_set("ImageTagMirrorSet", "imageTagMirrors", [(DRIVER_SOURCE, f"{server.host}/mirror/simple-kmod")]),
-        _pull_secret(namespace, secret, server),
-        _pull_secret("openshift-config", "pull-secret", server),
+        pull_secret(namespace, secret, server.auth_json()),
+        pull_secret("openshift-config", "pull-secret", server.auth_json()),
     ]
     # The first kernel's driver image is already in the mirror, built from the current inputs.
     snapshot, _ = snapshot_from_objects(objects.nodes, stream, objects.configmaps, ("openshift", "driver-toolkit"))
@@ -123,7 +111,7 @@ def start_upgrade(api: client.ApiClient, demo: DemoRegistry) -> tuple[str, str]:
     Returns (release pull spec, its kernel)."""
     server = demo.server
     dtk = push_image(server, "mirror/openshift-release-dev/ocp-v4.0-art-dev", UPGRADE_RHCOS,
-                     files=_dtk_release(UPGRADE_KERNEL))
+                     files=dtk_release_files(UPGRADE_KERNEL, RHEL_VERSION="8.6"))
     dtk_spec = f"quay.io/openshift-release-dev/ocp-v4.0-art-dev@{dtk.digest}"
     references = {
         "kind": "ImageStream", "apiVersion": "image.openshift.io/v1", "metadata": {"name": UPGRADE_VERSION},

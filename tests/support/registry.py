@@ -43,6 +43,25 @@ def registry_binary() -> str:
     return found
 
 
+def auth_json(host: str, username: str, password: str) -> dict:
+    """A containers auth.json / ``.dockerconfigjson`` holding one registry's credentials."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"auths": {host: {"auth": token}}}
+
+
+def pull_secret(namespace: str, name: str, auth: dict) -> dict:
+    """A ``kubernetes.io/dockerconfigjson`` Secret holding ``auth`` (an auth.json document)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(auth).encode()).decode()}}
+
+
+def dtk_release_files(kernel: str, rt_kernel: str | None = None, **fields: str) -> dict[str, bytes]:
+    """The layer files of a synthetic DTK: ``/etc/driver-toolkit-release.json`` naming its kernels."""
+    release = {"KERNEL_VERSION": kernel, **({"RT_KERNEL_VERSION": rt_kernel} if rt_kernel else {}), **fields}
+    return {"etc/driver-toolkit-release.json": json.dumps(release).encode()}
+
+
 class RegistryServer:
     """``docker-registry serve config.yml`` on 127.0.0.1:<free port>, storage and log in ``workdir``."""
 
@@ -85,8 +104,7 @@ class RegistryServer:
 
     def auth_json(self) -> dict:
         """An auth.json for this registry's credentials (the shape of a dockerconfigjson Secret)."""
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return {"auths": {self.host: {"auth": token}}}
+        return auth_json(self.host, self.username, self.password)
 
     def blob_path(self, digest: str) -> Path:
         """Where filesystem storage keeps a blob (tests corrupt it there)."""
