@@ -110,28 +110,49 @@ def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         (n.get("generation"), n.get("uid"), n.get("deletionTimestamp"))
 
 
-def served(client: KubeClient, resource: Resource, patience: float = 60.0) -> bool:
-    """Whether the API server serves ``resource`` to us (OpenShift-only kinds are absent elsewhere).
-    Not served, or forbidden by RBAC, means no informer (one that never syncs would keep the operator
-    from starting). An API server that does not answer is asked again for ``patience`` seconds, as the
-    informers would; then the ApiError is raised."""
-    retrying = Retrying(stop=stop_after_delay(patience), wait=wait_exponential(multiplier=0.5, max=10),
-                        retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.status not in (401, 403, 404)),
-                        reraise=True)
-    try:
-        found = retrying(client.request, "GET", f"/apis/{resource.group}/{resource.version}")
-    except ApiError as err:
-        if err.status == 404:
-            log.info("API not served; not watched", extra={"resource": str(resource)})
-            return False
-        if err.status == 403:
+class Discovery:
+    """Which optional APIs the API server serves to us (OpenShift-only kinds are absent elsewhere),
+    with one discovery request per group/version. Not served, or forbidden by RBAC, means no informer
+    (one that never syncs would keep the operator from starting). An API server that does not answer
+    is asked again for ``patience`` seconds, as the informers would; then the ApiError is raised."""
+
+    def __init__(self, client: KubeClient, patience: float = 60.0) -> None:
+        self.client = client
+        self.patience = patience
+        self._resources: dict[str, frozenset[str] | None] = {}  # group/version -> plurals; None: forbidden
+
+    def served(self, resource: Resource) -> bool:
+        path = f"/apis/{resource.group}/{resource.version}"
+        if path not in self._resources:
+            self._resources[path] = self._fetch(path)
+        plurals = self._resources[path]
+        if plurals is None:
             log.warning("API discovery forbidden; not watched", extra={"resource": str(resource)})
             return False
-        raise
-    if not any(r.get("name") == resource.plural for r in found.get("resources") or ()):
-        log.info("API not served; not watched", extra={"resource": str(resource)})
-        return False
-    return True
+        if resource.plural not in plurals:
+            log.info("API not served; not watched", extra={"resource": str(resource)})
+            return False
+        return True
+
+    def _fetch(self, path: str) -> frozenset[str] | None:
+        retrying = Retrying(stop=stop_after_delay(self.patience), wait=wait_exponential(multiplier=0.5, max=10),
+                            retry=retry_if_exception(lambda e: isinstance(e, ApiError)
+                                                     and e.status not in (401, 403, 404)),
+                            reraise=True)
+        try:
+            found = retrying(self.client.request, "GET", path)
+        except ApiError as err:
+            if err.status == 404:
+                return frozenset()
+            if err.status == 403:
+                return None
+            raise
+        return frozenset(r.get("name") for r in found.get("resources") or () if isinstance(r, Mapping))
+
+
+def served(client: KubeClient, resource: Resource, patience: float = 60.0) -> bool:
+    """One-off ``Discovery(client, patience).served(resource)``."""
+    return Discovery(client, patience).served(resource)
 
 
 @dataclass
@@ -224,11 +245,12 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     module_queue = RateLimitingQueue("modules", metrics=controller_metrics)
     node_queue = RateLimitingQueue("nodes", metrics=controller_metrics)
     recorder = EventRecorder(client, options.identity, dry_run=options.dry_run)
+    discovery = Discovery(client)
 
     access = None
     if options.registry is not None:
         mirror_caches = [informers(r, str(r), (), decoder=JsonDecoder(r.kind))
-                         for r in MIRROR_RESOURCES if served(client, r)]
+                         for r in MIRROR_RESOURCES if discovery.served(r)]
         access = _registry_access(client, options.registry, MirrorWatch(mirror_caches, recorder),
                                   RegistryMetrics(registry))
         checker = checker or access.checker
@@ -294,7 +316,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     if options.prebuild_upgrades and access is None:
         raise ValueError("--prebuild-upgrades reads release images: it needs registry access "
                          "(drop --assume-missing)")
-    if options.prebuild_upgrades and not served(client, CLUSTERVERSIONS):
+    if options.prebuild_upgrades and not discovery.served(CLUSTERVERSIONS):
         log.warning("--prebuild-upgrades: this cluster serves no ClusterVersion; nothing is built ahead")
     elif options.prebuild_upgrades:
         cluster_versions = informers(CLUSTERVERSIONS, "clusterversion", (), decoder=JsonDecoder("ClusterVersion"),

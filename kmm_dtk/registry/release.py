@@ -78,15 +78,21 @@ def _kernel_value(value: Any, key: str, where: str, *, required: bool) -> str | 
     return value
 
 
-def parse_dtk_release_json(data: bytes, image: str) -> DtkKernels:
-    """Reads ``/etc/driver-toolkit-release.json``; ``ValueError`` names the image and the problem."""
-    where = f"DTK image {image}: {DTK_RELEASE_FILE}"
+def _json_object(data: bytes | str, where: str, error: type[Exception], expected: str) -> dict[str, Any]:
+    """``data`` as a JSON object; otherwise ``error`` saying what ``where`` holds instead."""
     try:
         doc = json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{where} is not valid JSON: {err}") from None
+        raise error(f"{where} is not valid JSON: {err}") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{where} is a JSON {type(doc).__name__}, expected an object")
+        raise error(f"{where} is a JSON {type(doc).__name__}, expected {expected}")
+    return doc
+
+
+def parse_dtk_release_json(data: bytes, image: str) -> DtkKernels:
+    """Reads ``/etc/driver-toolkit-release.json``; ``ValueError`` names the image and the problem."""
+    where = f"DTK image {image}: {DTK_RELEASE_FILE}"
+    doc = _json_object(data, where, ValueError, "an object")
     kernel = _kernel_value(doc.get("KERNEL_VERSION"), "KERNEL_VERSION", where, required=True)
     rt_kernel = _kernel_value(doc.get("RT_KERNEL_VERSION"), "RT_KERNEL_VERSION", where, required=False)
     rhel = doc.get("RHEL_VERSION")
@@ -282,12 +288,7 @@ def parse_image_references(data: bytes, release: str, *, tag: str = DTK_TAG) -> 
     """Reads a release's ``release-manifests/image-references``; ``ReleaseLookupError`` names the release
     and what is missing."""
     where = f"release {release}: {IMAGE_REFERENCES}"
-    try:
-        doc = json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReleaseLookupError(f"{where} is not valid JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise ReleaseLookupError(f"{where} is a JSON {type(doc).__name__}, expected an ImageStream object")
+    doc = _json_object(data, where, ReleaseLookupError, "an ImageStream object")
     kind, api_version = doc.get("kind"), doc.get("apiVersion")
     if kind != "ImageStream" or not isinstance(api_version, str) or not (
             api_version.startswith("image.openshift.io/") or api_version == "v1"):
