@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from typing import Sequence, TextIO
 
 from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
 from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_objects
 from kmm_dtk.dump import DumpError, load_files
+from kmm_dtk.kube import defaults
 from kmm_dtk.registry_flags import UsageError, add_registry_flags, auth_file, registry_settings
 
 EXIT_OK, EXIT_PLAN_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -74,6 +76,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-election-namespace", default=None,
                      help="namespace of the Lease (default: the pod's namespace, else kmm-dtk-system)")
     run.add_argument("--leader-election-id", default="kmm-dtk", help="name of the Lease (default: kmm-dtk)")
+    run.add_argument("--leader-elect-lease-duration", type=_positive_float, default=defaults.LEASE_DURATION,
+                     metavar="SECONDS", help="how long a standby waits after the last renewal it saw before "
+                     "taking the Lease over (default: %(default)s)")
+    run.add_argument("--leader-elect-renew-deadline", type=_positive_float, default=defaults.RENEW_DEADLINE,
+                     metavar="SECONDS", help="how long the leader keeps trying to renew before it stops writing "
+                     "and exits (default: %(default)s)")
+    run.add_argument("--leader-elect-retry-period", type=_positive_float, default=defaults.RETRY_PERIOD,
+                     metavar="SECONDS", help="interval of renewals and of a standby's attempts (default: %(default)s)")
+    run.add_argument("--graceful-shutdown-timeout", type=_positive_float, default=defaults.GRACEFUL_TIMEOUT,
+                     metavar="SECONDS", help="on SIGTERM, how long reconciles in flight may finish before the Lease "
+                     "is released (default: %(default)s); keep it well under terminationGracePeriodSeconds")
     run.add_argument("--log-format", choices=("json", "text"), default="text")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     run.add_argument("--dry-run", action="store_true",
@@ -102,6 +115,16 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}") from None
+    if not 0 < number < 86400:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
     return number
 
 
@@ -155,11 +178,21 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     election = None
     if args.leader_elect:
         namespace = args.leader_election_namespace or _pod_namespace() or "kmm-dtk-system"
-        election = LeaderElectionConfig(args.leader_election_id, namespace, identity=identity)
+        try:
+            election = LeaderElectionConfig(
+                args.leader_election_id, namespace,
+                identity=f"{identity}_{uuid.uuid4()}",  # unique per process, even on one host
+                lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
+                retry_period=args.leader_elect_retry_period)
+            election.validate()
+        except ValueError as err:
+            print(f"kmm-dtk run: {err}", file=sys.stderr)
+            return EXIT_USAGE
     options = OperatorOptions(
         namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
         dry_run=args.dry_run, identity=identity, metrics_address=args.metrics_bind_address,
         health_address=args.health_probe_bind_address, leader_election=election,
+        graceful_timeout=args.graceful_shutdown_timeout,
         registry=registry, prebuild_upgrades=args.prebuild_upgrades,
     )
     try:

@@ -55,6 +55,7 @@ EXPECTED_ARGS = [
     "run",
     "--leader-elect",
     f"--leader-election-namespace={NAMESPACE}",
+    "--graceful-shutdown-timeout=10",
     "--metrics-bind-address=:8080",
     "--health-probe-bind-address=:8081",
     "--log-format=json",
@@ -382,6 +383,9 @@ def test_deployment_replicas_selector_and_scheduling(deployment: dict[str, Any])
     assert set(spec["selector"]) == {"matchLabels"}
     pod = spec["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 30
+    # A clean stop (graceful timeout, then one Lease release of at most 5 s) ends before SIGKILL.
+    args = dict(a.split("=", 1) for a in pod["containers"][0]["args"] if "=" in a)
+    assert float(args["--graceful-shutdown-timeout"]) + 5 < pod["terminationGracePeriodSeconds"]
     assert "priorityClassName" not in pod
     # Replicas on different nodes, preferred (so a single-node cluster still runs both).
     spreads = [

@@ -14,14 +14,18 @@ import logging
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 from urllib.parse import quote
 
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
+
+if TYPE_CHECKING:
+    from kmm_dtk.kube.fence import WriteFence
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,18 @@ class ApiError(Exception):
         return cls(0, type(err).__name__, str(err))
 
 
+class FencedWrite(ApiError):
+    """A write the fence refused (:mod:`kmm_dtk.kube.fence`): this replica does not lead, or is
+    shutting down. Nothing was sent. An ApiError (status 0) so that callers treating transport
+    failures as "not done" need no change; controllers do not retry it."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(0, "Fenced", f"{what}: not sent, this replica is {reason}")
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 def load_api_client(kubeconfig: str | None = None, context: str | None = None,
                     pool_size: int = 16) -> k8s.ApiClient:
     """In-cluster config inside a pod (unless a kubeconfig is named), else the kubeconfig
@@ -117,7 +133,7 @@ class KubeClient:
     """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process."""
 
     def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, fence: "WriteFence | None" = None) -> None:
         # Our own ApiClient on the same configuration, with urllib3's transparent retries off: a
         # retried watch would hide a dead connection, and every caller here owns its own retries.
         configuration = copy.deepcopy(api_client.configuration)
@@ -125,6 +141,13 @@ class KubeClient:
         self.api_client = k8s.ApiClient(configuration)
         self.timeout = timeout
         self.metrics = metrics  # an ApiMetrics-like object with observe(method, path, watch, code, seconds)
+        self.fence = fence  # every write asks it first; None: this client writes freely (the Lease's own)
+
+    def fenced(self, fence: "WriteFence") -> "KubeClient":
+        """The same connection pool and metrics, with every write going through ``fence``."""
+        clone = copy.copy(self)
+        clone.fence = fence
+        return clone
 
     @property
     def host(self) -> str:
@@ -155,23 +178,39 @@ class KubeClient:
                 self.metrics.observe(method, path, (query or {}).get("watch") == "true", code,
                                      time.monotonic() - started)
 
+    @contextmanager
+    def _granted(self, method: str, path: str,
+                 timeout: tuple[float, float] | None) -> Iterator[tuple[float, float] | None]:
+        """For a write: hold the fence's grant (or raise FencedWrite) and cut the timeouts to its
+        budget; for a read: nothing."""
+        if self.fence is None or method not in WRITE_METHODS:
+            yield timeout
+            return
+        with self.fence.write(f"{method} {path}") as budget:
+            if budget is not None:
+                connect, read = timeout or self.timeout
+                timeout = (min(connect, budget), min(read, budget))
+            yield timeout
+
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
                 content_type: str | None = None, timeout: tuple[float, float] | None = None) -> Any:
-        response = self._call(method, path, query, body, content_type, timeout)
-        try:
-            data = response.data
-        finally:
-            response.release_conn()
+        with self._granted(method, path, timeout) as timeout:
+            response = self._call(method, path, query, body, content_type, timeout)
+            try:
+                data = response.data
+            finally:
+                response.release_conn()
         return json.loads(data) if data else None
 
     def request_raw(self, method: str, path: str, query: Mapping[str, Any] | None = None,
                     timeout: tuple[float, float] | None = None) -> bytes:
         """The body as bytes, for callers with their own decoder (e.g. a msgspec projection)."""
-        response = self._call(method, path, query, timeout=timeout)
-        try:
-            return response.data
-        finally:
-            response.release_conn()
+        with self._granted(method, path, timeout) as timeout:
+            response = self._call(method, path, query, timeout=timeout)
+            try:
+                return response.data
+            finally:
+                response.release_conn()
 
     def watch(self, path: str, query: Mapping[str, Any],
               timeout: tuple[float, float] | None = None) -> "WatchStream":

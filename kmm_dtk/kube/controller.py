@@ -3,7 +3,8 @@
 After controller-runtime's ``pkg/internal/controller``: a key is reconciled by one worker at a
 time (the queue guarantees it); an exception requeues the key with backoff; success forgets its
 failures; ``Result(requeue_after=d)`` forgets and comes back after ``d``; a ``TerminalError`` is
-logged and not retried. Nothing a reconcile raises (``Exception``) stops a worker.
+logged and not retried; a write refused by the fence (this replica no longer leads) abandons
+the reconcile without a retry. Nothing a reconcile raises (``Exception``) stops a worker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
+from kmm_dtk.kube.client import FencedWrite
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 
 if TYPE_CHECKING:
@@ -159,6 +161,10 @@ class Controller:
         fields = {"controller": self.name, "key": key}
         try:
             result = self._reconcile(key)
+        except FencedWrite as err:
+            # This replica stopped leading (or is stopping) mid-reconcile: the leader does the work.
+            log.info("Reconcile abandoned: writes are fenced", extra={**fields, "error": str(err)})
+            return "error"
         except TerminalError:
             self.queue.forget(key)
             if self._metrics is not None:

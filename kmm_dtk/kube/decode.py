@@ -8,7 +8,7 @@ Two decoders share one protocol:
 - ``NodeDecoder`` decodes straight into a projection of the few Node fields the operator reads
   (name, uid, resourceVersion, labels, kernel and OS image), skipping everything else at C speed
   and interning label strings, which repeat across nodes. Measured in ``make bench``: about ten
-  times less memory and time than full dicts (see ``../shared/reference/performance-facts.md``).
+  times less memory and time than full dicts.
 """
 
 from __future__ import annotations

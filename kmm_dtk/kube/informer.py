@@ -1,19 +1,23 @@
 """An informer: one thread that LISTs then WATCHes one resource into a Store and tells handlers.
 
-Behaviour follows client-go's Reflector (``../shared/reference/controller-semantics.md``):
+Behaviour follows client-go's Reflector:
 
 - LIST in pages of ``page_size`` (``resourceVersion=""``), then WATCH from the list's
   resourceVersion with bookmarks and a random server timeout in [300, 600] s. client-go's first
   LIST uses ``resourceVersion=0`` (served from the watch cache), but the apiserver ignores
   ``limit`` there: 5,000 Nodes arrive as one ~100 MB body and the process peaks at ~240 MB
   (``make bench``). Pages keep the peak near the cache's own size.
-- A clean end of a watch re-watches from the last resourceVersion seen; no relist.
-- 410 Gone / Expired / "too large resource version" relists the same way and diffs the result against the cache, so objects deleted while the watch was
-  down produce delete events.
+- A clean end of a watch re-watches from the last resourceVersion seen at once, with no relist;
+  but a watch that ends within a second with no event (a server or proxy closing watches at
+  once) counts as a failure and backs off, as client-go does.
+- 410 Gone / Expired / "too large resource version" relists, after the backoff, and diffs the
+  result against the cache, so objects deleted while the watch was down produce delete events.
 - The client read timeout is the inactivity watchdog: with bookmarks every minute, ~90 s of
   silence means a dead or half-open connection, and the watch is reopened.
-- Errors back off 0.8 s doubling to 30 s with jitter; a 429's Retry-After is honoured; the backoff
-  resets after a watch that stayed healthy for ``backoff_reset`` seconds.
+- Every other way back to the server backs off too: errors, 410s and very short watches wait
+  0.8 s doubling to 30 s with jitter; a 429's Retry-After is honoured; the backoff resets after a
+  list+watch that stayed healthy for ``backoff_reset`` seconds. So however the server misbehaves,
+  one informer makes at most about two requests per backoff step.
 - A delete and re-create under one name (a new UID) is delivered as delete + add.
 - Handlers run on the informer's thread and must only enqueue.
 """
@@ -37,6 +41,8 @@ from kmm_dtk.kube.store import IndexFunc, Store
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SHORT_WATCH = 1.0  # seconds: a watch that ends sooner with no event counts as a failure (client-go's rule)
 
 
 @dataclass(frozen=True)
@@ -153,9 +159,20 @@ class Informer(Generic[T]):
                 if need_list:
                     self._list()
                     need_list = False
-                self._watch_once()
+                watch_started = time.monotonic()
+                events = self._watch_once()
+                if self._stop.is_set():
+                    break
                 if time.monotonic() - started >= self.backoff_reset:
                     self._backoff.reset()
+                if events == 0 and time.monotonic() - watch_started < SHORT_WATCH:
+                    # A server (or proxy) ending watches at once must not be asked again at once.
+                    delay = self._backoff.next_delay()
+                    self._restarted("short_watch")
+                    log.warning("very short watch, retrying", extra={
+                        "informer": self.name, "retry_in": round(delay, 2)})
+                    self._stop.wait(delay)
+                    continue
                 self._restarted("closed")
                 continue
             except ApiError as err:
@@ -163,13 +180,14 @@ class Informer(Generic[T]):
                     break
                 if time.monotonic() - started >= self.backoff_reset:
                     self._backoff.reset()
+                delay = retry_delay(err, self._backoff.next_delay())
                 if err.expired:
-                    log.info("resourceVersion expired, relisting",
-                             extra={"informer": self.name, "reason": err.reason, "error": err.message})
+                    log.info("resourceVersion expired, relisting", extra={
+                        "informer": self.name, "reason": err.reason, "error": err.message, "retry_in": round(delay, 2)})
                     need_list = True
                     self._restarted("expired")
-                    continue  # relisting right away is what recovers; the list itself backs off on error
-                delay = retry_delay(err, self._backoff.next_delay())
+                    self._stop.wait(delay)
+                    continue
                 reason = "throttled" if err.status == 429 else "error"
                 self._restarted(reason)
                 log.warning("list/watch failed, retrying", extra={
@@ -214,7 +232,8 @@ class Informer(Generic[T]):
         self._synced.set()
         log.debug("listed", extra={"informer": self.name, "objects": len(items), "resourceVersion": rv})
 
-    def _watch_once(self) -> None:
+    def _watch_once(self) -> int:
+        """Watch until the stream ends; returns how many events (bookmarks included) it carried."""
         query = self._query()
         query.update({
             "resourceVersion": self.last_resource_version,
@@ -225,12 +244,14 @@ class Informer(Generic[T]):
         with self._watch_lock:
             if self._stop.is_set():
                 stream.close()
-                return
+                return 0
             self._watch = stream
+        events = 0
         try:
             for line in stream.lines():
                 if self._stop.is_set():
-                    return
+                    return events
+                events += 1
                 event = decode_event(line, self.decoder)
                 if event.type == "ERROR":
                     raise ApiError.from_status(event.status or {})
@@ -242,6 +263,7 @@ class Informer(Generic[T]):
         finally:
             with self._watch_lock:
                 self._watch = None
+        return events
 
     # -- store updates and notifications ---------------------------------------------------------
 

@@ -23,6 +23,10 @@ Where this deviates from client-go, on purpose:
   start of the current renew round, so the leader stops up to one retry period earlier.
 * A leader that reads a record naming another holder (or nobody) stops leading immediately
   instead of retrying until the renew deadline.
+* A follower watching a live holder polls every ``retry_period`` without jitter and wakes up
+  right at the moment it judges the lease expired, so it takes over within ``lease_duration +
+  retry_period`` of the holder's last renewal; jitter spreads the retries after conflicts and
+  errors, where candidates race.
 * Followers honour the ``leaseDurationSeconds`` written by the holder (what it promised), falling
   back to their own ``lease_duration`` when the record has none; client-go uses its own setting.
 * A leader that *lost* the lease does not release it: its work may still be winding down, and the
@@ -48,17 +52,32 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from kmm_dtk.kube import defaults
 from kmm_dtk.kube.client import ApiError, KubeClient, Resource
 
 log = logging.getLogger(__name__)
 
 LEASES = Resource("coordination.k8s.io", "v1", "leases", namespaced=True, kind="Lease")
 
-DEFAULT_LEASE_DURATION = 15.0
-DEFAULT_RENEW_DEADLINE = 10.0
-DEFAULT_RETRY_PERIOD = 2.0
+DEFAULT_LEASE_DURATION = defaults.LEASE_DURATION
+DEFAULT_RENEW_DEADLINE = defaults.RENEW_DEADLINE
+DEFAULT_RETRY_PERIOD = defaults.RETRY_PERIOD
 JITTER_FACTOR = 1.2  # client-go's leaderelection.JitterFactor
 _MAX_REQUEST_TIMEOUT = 5.0
+
+
+def validate_timing(lease_duration: float, renew_deadline: float, retry_period: float,
+                    jitter_factor: float = JITTER_FACTOR) -> None:
+    """client-go's rules: the leader must give up before a follower can take over, and retry
+    (with jitter) more than once before it gives up."""
+    if min(lease_duration, renew_deadline, retry_period) <= 0 or jitter_factor < 0:
+        raise ValueError("lease duration, renew deadline and retry period must be positive")
+    if lease_duration <= renew_deadline:
+        raise ValueError(f"the lease duration ({lease_duration:g} s) must be greater than the renew deadline "
+                         f"({renew_deadline:g} s)")
+    if renew_deadline <= jitter_factor * retry_period:
+        raise ValueError(f"the renew deadline ({renew_deadline:g} s) must be greater than {jitter_factor:g} x "
+                         f"the retry period ({retry_period:g} s)")
 
 
 def default_identity() -> str:
@@ -105,7 +124,8 @@ class LeaderElectionRecord:
 
 class _Outcome:
     ACQUIRED = "acquired"  # acquired or renewed: we hold the lease as of the write
-    FAILED = "failed"      # could not write (held by another, conflict, API error): retry
+    FAILED = "failed"      # could not write (conflict, API error): retry with jitter
+    HELD = "held"          # another holder's lease has not expired: look again at the retry period or at expiry
     LOST = "lost"          # we were leading and the record now names someone else
 
 
@@ -137,13 +157,7 @@ class LeaderElector:
     ) -> None:
         if not name or not namespace:
             raise ValueError("the Lease needs a name and a namespace")
-        if min(lease_duration, renew_deadline, retry_period) <= 0 or jitter_factor < 0:
-            raise ValueError("lease_duration, renew_deadline and retry_period must be positive")
-        if lease_duration <= renew_deadline:
-            raise ValueError(f"lease_duration ({lease_duration}) must be greater than renew_deadline ({renew_deadline})")
-        if renew_deadline <= jitter_factor * retry_period:
-            raise ValueError(f"renew_deadline ({renew_deadline}) must be greater than "
-                             f"{jitter_factor} * retry_period ({retry_period})")
+        validate_timing(lease_duration, renew_deadline, retry_period, jitter_factor)
         half = renew_deadline / 2
         if request_timeout is None:
             request_timeout = (min(_MAX_REQUEST_TIMEOUT, half), min(_MAX_REQUEST_TIMEOUT, half))
@@ -176,6 +190,7 @@ class LeaderElector:
         self._renewed_at: float | None = None  # monotonic time the last successful acquire/renew was sent
         self._reported_leader = ""
         self._lost = False
+        self._held_until = 0.0  # monotonic time another holder's lease expires, as last judged
         self._random = random.Random()
 
     # -- public API -------------------------------------------------------------------------------
@@ -219,6 +234,14 @@ class LeaderElector:
             return (self._leading and self._renewed_at is not None
                     and time.monotonic() < self._renewed_at + self.renew_deadline)
 
+    def write_deadline(self) -> float | None:
+        """``time.monotonic()`` until which this process may write as the leader (its renew
+        deadline), or None when it does not lead: what the write fence asks before every write."""
+        with self._lock:
+            if not self._leading or self._renewed_at is None:
+                return None
+            return self._renewed_at + self.renew_deadline
+
     def leader_identity(self) -> str:
         """The holder named by the last record seen ("" if none seen, or released)."""
         with self._lock:
@@ -261,7 +284,12 @@ class LeaderElector:
             if outcome == _Outcome.ACQUIRED:
                 self._start_leading()
                 return True
-            delay = self.retry_period * (1 + self._random.random() * self.jitter_factor)
+            if outcome == _Outcome.HELD:
+                # No jitter while watching a live holder, and a wake-up right at expiry: a
+                # successor then takes over within lease duration + retry period of the last renewal.
+                delay = min(self.retry_period, max(0.0, self._held_until - time.monotonic()))
+            else:
+                delay = self.retry_period * (1 + self._random.random() * self.jitter_factor)
             if self._stopping.wait(delay):
                 break
         return False
@@ -335,7 +363,8 @@ class LeaderElector:
                     log.debug("lease is held and has not expired", extra=self._extra(
                         holder=current.holder_identity,
                         expires_in=round(observed_at + duration - seen_at, 3)))
-                    return _Outcome.FAILED
+                    self._held_until = observed_at + duration
+                    return _Outcome.HELD
             now = micro_time()
             record = LeaderElectionRecord(self.identity, self._lease_seconds, now, now,
                                           current.lease_transitions + 1)

@@ -22,7 +22,7 @@ from kmm_dtk.kube.controller import Controller
 from kmm_dtk.kube.decode import JsonDecoder, NodeDecoder
 from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.kube.informer import EventHandler, Informer
-from kmm_dtk.kube.manager import LeaderElectionConfig, Manager
+from kmm_dtk.kube.manager import DEFAULT_GRACEFUL_TIMEOUT, LeaderElectionConfig, Manager
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.api_metrics import ApiMetrics
 from kmm_dtk.observability.informer_metrics import InformerMetrics
@@ -85,6 +85,7 @@ class OperatorOptions:
     metrics_address: str | None = ":8080"
     health_address: str | None = ":8081"
     leader_election: LeaderElectionConfig | None = None
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT  # seconds reconciles in flight get on SIGTERM
     informer_options: Mapping[str, Any] = field(default_factory=dict)  # tests shorten timeouts
     registry: RegistryOptions | None = None  # None: --assume-missing, no registry access at all
     prebuild_upgrades: bool = False  # build for the desired release's kernels before nodes reboot
@@ -220,7 +221,9 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     informer_metrics = InformerMetrics(registry)
     controller_metrics = ControllerMetrics(registry)
     manager = Manager(client, registry=registry, metrics_address=options.metrics_address,
-                      health_address=options.health_address, leader_election=options.leader_election)
+                      health_address=options.health_address, leader_election=options.leader_election,
+                      graceful_timeout=options.graceful_timeout)
+    client = manager.client  # from here on, every write goes through the leader fence
 
     def informers(resource, name, namespaces=options.namespaces, **kw) -> Cache:
         made = []
@@ -333,7 +336,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
         manager.add_controller(Controller("upgrade", upgrade_queue, upgrades.reconcile, workers=1,
                                           metrics=controller_metrics))
 
-    manager.add_synced_hook(node_reconciler.prime)
+    manager.add_prestart_hook(node_reconciler.prime)  # on every takeover, before any Module is planned
     manager.add_controller(Controller("node", node_queue, node_reconciler.reconcile, workers=1,
                                       metrics=controller_metrics))
     manager.add_controller(Controller("module", module_queue, module_reconciler.reconcile,

@@ -60,8 +60,10 @@ class NodeReconciler:
         return found
 
     def prime(self) -> None:
-        """Fill the map from the synced cache before any Module is planned, without enqueuing:
-        the Modules' own add events plan them once, against a complete map."""
+        """Fill the map from the cache before any Module is planned, without enqueuing: at start and
+        again on every takeover, so that a new leader plans against every node event its cache has
+        received, not against the map it primed when it synced as a standby. The Modules' own
+        queued keys plan them, against this map."""
         seen = {}
         versions = []
         for node in self.view.nodes.list():

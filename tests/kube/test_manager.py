@@ -42,7 +42,7 @@ class Replica:
 
         config = LeaderElectionConfig("kmm-dtk-test", namespace, identity=identity, **FAST_LEASE) \
             if leader_election else None
-        self.manager = Manager(kube, leader_election=config, shutdown_timeout=5, **manager_options)
+        self.manager = Manager(kube, leader_election=config, graceful_timeout=5, **manager_options)
         self.manager.add_informer(informer)
         self.manager.add_controller(Controller(f"cm-{identity}", queue, reconcile))
         self.exit_code: int | None = None
