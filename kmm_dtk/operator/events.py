@@ -4,6 +4,7 @@ Best effort: a failed Event is logged, never a failed reconcile."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any, Mapping
 
@@ -14,6 +15,18 @@ from kmm_dtk.operator.status import EventSpec, now_rfc3339
 log = logging.getLogger(__name__)
 
 COMPONENT = "kmm-dtk"
+NAME_MAX = 253  # an Event's name is a DNS subdomain
+_SUFFIX_HEX = 16  # random hex characters after the object's name, as client-go's recorder does
+_NOT_DNS = re.compile(r"[^a-z0-9.-]+")
+
+
+def event_name(object_name: str) -> str:
+    """``<object name>.<random hex>``, always a valid DNS subdomain of at most 253 characters: a
+    253-character Module name leaves no room for the suffix, and an invalid name loses the Event
+    (the API refuses it), so the prefix is truncated and made lowercase-safe."""
+    labels = (label.strip("-") for label in _NOT_DNS.sub("-", object_name.lower()).split("."))
+    prefix = ".".join(label for label in labels if label)[: NAME_MAX - _SUFFIX_HEX - 1].rstrip(".-")
+    return f"{prefix or COMPONENT}.{secrets.token_hex(_SUFFIX_HEX // 2)}"
 
 
 class EventRecorder:
@@ -37,7 +50,7 @@ class EventRecorder:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
+            "metadata": {"name": event_name(meta["name"]), "namespace": namespace},
             "involvedObject": {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", "Module"),
                                "name": meta["name"], "uid": meta.get("uid", ""),
                                "resourceVersion": meta.get("resourceVersion", ""),
