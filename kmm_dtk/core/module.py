@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from kmm_dtk.core.re2 import Matcher, Re2Error, compile_re2
+from kmm_dtk.core.reference import ImageRef, ReferenceError
 from kmm_dtk.core.versions import kernel_components
 
 MODULE_API_VERSION = "kmm.sigs.x-k8s.io/v1beta1"
@@ -300,6 +301,12 @@ def render_image(template: str, variables: Mapping[str, str], path: str) -> str:
                 "letters, digits, '_', '.' and '-', at most 128); e.g. a '+rt' kernel needs a template "
                 "such as ${KERNEL_XYZ} or a kernelMapping with its own containerImage"
             )
+    try:  # after substitution: a template is valid when what it renders to is
+        ImageRef.parse(image)
+    except ReferenceError as err:
+        # No registry could ever answer for it: an invalid Module, not a registry to wait for.
+        raise ModuleError(f"{path} renders to '{image}', which is not a valid image reference: "
+                          f"{err.problem}") from None
     return image
 
 
