@@ -143,16 +143,21 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from kmm_dtk.kube.client import ApiError, KubeClient, load_api_client
     from kmm_dtk.kube.manager import LeaderElectionConfig
     from kmm_dtk.observability import logs
-    from kmm_dtk.observability.http import parse_bind_address
+    from kmm_dtk.observability.http import BindAddressError, bind_address
     from kmm_dtk.operator.app import OperatorOptions, RegistryOptions, build_operator
 
     logs.configure(args.log_format, args.log_level)
-    for address in (args.metrics_bind_address, args.health_probe_bind_address):
-        try:
-            parse_bind_address(address)
-        except ValueError as err:
-            print(f"kmm-dtk run: {err}", file=sys.stderr)
-            return EXIT_USAGE
+    bound: list[socket.socket] = []  # both held at once (one port named twice conflicts), then let go for the servers
+    try:
+        for flag, address in (("--metrics-bind-address", args.metrics_bind_address),
+                              ("--health-probe-bind-address", args.health_probe_bind_address)):
+            bound.append(bind_address(address))
+    except BindAddressError as err:
+        print(f"kmm-dtk run: {flag}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        for sock in bound:
+            sock.close()
     registry = None
     if not args.assume_missing:
         try:

@@ -8,7 +8,11 @@ kube-apiserver's probes do.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,12 +26,92 @@ log = logging.getLogger(__name__)
 Check = Callable[[], bool]
 
 
+class BindAddressError(ValueError):
+    """A bind address that cannot be listened on; the message is one line: the address and the problem."""
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+# Where the host has no IPv6 at all, "every interface" falls back to IPv4's.
+_NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
+
+
 def parse_bind_address(address: str) -> tuple[str, int]:
-    """':8080' -> ('0.0.0.0', 8080); '127.0.0.1:0' -> a free loopback port."""
+    """``[HOST]:PORT`` -> (host, port): ``:8080`` -> ('', 8080), every interface; ``[::1]:9090`` ->
+    ('::1', 9090); ``127.0.0.1:0`` a free loopback port; a hostname is resolved when bound."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"bind address {address!r}: expected [HOST]:PORT, e.g. :8080")
-    return (host.strip("[]") or "0.0.0.0", int(port))
+    if not sep or not port.isascii() or not port.isdigit():
+        raise BindAddressError(f"bind address {address!r}: expected [HOST]:PORT, e.g. :8080 or [::1]:8080")
+    if int(port) > 65535:
+        raise BindAddressError(f"bind address {address!r}: port {int(port)} is out of range (0-65535)")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), int(port)
+        except ValueError:
+            raise BindAddressError(f"bind address {address!r}: {host} is not an IPv6 address") from None
+    if ":" in host or "[" in host or "]" in host:
+        raise BindAddressError(f"bind address {address!r}: an IPv6 address goes in brackets, e.g. [::1]:{port}")
+    if host and not _HOSTNAME.fullmatch(host):
+        raise BindAddressError(f"bind address {address!r}: {host!r} is not an IP address or host name")
+    return host, int(port)
+
+
+def _listening(family: int, sockaddr: tuple, dual_stack: bool = False) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does: TIME_WAIT is no conflict
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_address(address: str) -> socket.socket:
+    """A listening socket for ``address``. ``:PORT`` and ``[::]:PORT`` listen on every interface, IPv4
+    and IPv6 (one socket with IPV6_V6ONLY off), or IPv4's only where the host has no IPv6; ``[::1]``
+    IPv6 only; a host name its first address. BindAddressError names the problem (syntax, port range,
+    unknown host, address in use, permission denied)."""
+    host, port = parse_bind_address(address)
+    try:
+        if host in ("", "::"):
+            if socket.has_ipv6:
+                try:
+                    return _listening(socket.AF_INET6, ("::", port), dual_stack=True)
+                except OSError as err:
+                    if err.errno not in _NO_IPV6:
+                        raise
+                    log.info("no IPv6 on this host: listening on IPv4 only", extra={"address": address})
+            return _listening(socket.AF_INET, ("0.0.0.0", port))
+        try:
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                           flags=socket.AI_PASSIVE)[0]
+        except (socket.gaierror, UnicodeError):
+            raise BindAddressError(f"bind address {address!r}: cannot resolve host {host!r}") from None
+        return _listening(family, sockaddr)
+    except OSError as err:
+        detail = (err.strerror or str(err)).lower()
+        if err.errno == errno.EACCES and port < 1024:
+            detail += f" (port {port} needs privileges)"
+        raise BindAddressError(f"bind address {address!r}: {detail}") from None
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer on a socket bound by ``bind_address`` (IPv6 and dual stack included; the
+    stock server only binds IPv4 addresses)."""
+
+    daemon_threads = True
+
+    def __init__(self, sock: socket.socket, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = sock.family
+        super().__init__(sock.getsockname(), handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.server_address = sock.getsockname()
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
 
 @dataclass
@@ -60,7 +144,7 @@ class EndpointServer:
 
     def __init__(self, address: str, routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, str, bytes]]]):
         self.routes = routes
-        host, port = parse_bind_address(address)
+        sock = bind_address(address)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,9 +164,8 @@ class EndpointServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug("http " + fmt, *args)
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"http-{port}", daemon=True)
+        self._httpd = _Server(sock, Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"http-{self.port}", daemon=True)
 
     @property
     def port(self) -> int:

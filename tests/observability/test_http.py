@@ -17,13 +17,14 @@ from tests.support.http import http_get
 
 
 
-@pytest.mark.parametrize("address, expected", [(":8080", ("0.0.0.0", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
-                                               ("[::1]:9090", ("::1", 9090))])
+@pytest.mark.parametrize("address, expected", [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),
+                                               ("[::1]:9090", ("::1", 9090)), ("[::]:8080", ("::", 8080)),
+                                               ("localhost:65535", ("localhost", 65535))])
 def test_parse_bind_address(address, expected):
     assert parse_bind_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["8080", "localhost", ":http", ""])
+@pytest.mark.parametrize("address", ["8080", "localhost", ":http", "", ":８０"])
 def test_parse_bind_address_rejects_nonsense(address):
     with pytest.raises(ValueError, match="HOST"):
         parse_bind_address(address)
