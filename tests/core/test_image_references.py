@@ -77,7 +77,8 @@ def test_an_image_valid_as_written_but_not_for_one_kernel_is_refused_for_that_ke
 
 
 def test_render_image_keeps_valid_references_as_they_are():
-    for image in ("quay.io/org/driver:v1", "Registry.Example.com:5000/a/b@sha256:" + "a" * 64, "ubi9", "[::1]:5000/a/b"):
+    for image in ("quay.io/org/driver:v1", "Registry.Example.com:5000/a/b@sha256:" + "a" * 64, "ubi9",
+                  "[::1]:5000/a/b"):
         assert render_image(image, {}, "p") == image
     with pytest.raises(ModuleError, match="^p renders to 'quay.io/Org/x', which is not a valid image reference"):
         render_image("quay.io/Org/x", {}, "p")
