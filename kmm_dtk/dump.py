@@ -4,17 +4,21 @@ This is what ``oc get nodes,imagestreams,modules,configmaps -A -o yaml`` prints,
 the cluster's mirror rules (``oc get imagecontentsourcepolicies,imagedigestmirrorsets,imagetagmirrorsets
 -o yaml``) so that a disconnected cluster's images are looked up where its nodes pull them.
 Structural problems (unreadable file, bad YAML, a document without apiVersion/kind) raise DumpError
-with one line naming the file and document; object-level problems are left to the planner.
+with one line naming the file and document; object-level problems are left to the planner. Files
+are read with the bounds of ``kmm_dtk.core.untrusted`` (``DUMP_LIMITS``: room for a dump of
+thousands of Nodes, nothing that nests, expands or counts without end).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
+from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json, load_yaml_all
+
+# A 5,000-Node cluster dumps to about 100 MB; objects this tool ignores (CRDs) may nest deeper than its own.
+DUMP_LIMITS = Limits(max_bytes=256 << 20, max_depth=128, max_documents=100_000)
 
 
 class DumpError(Exception):
@@ -51,21 +55,19 @@ _KINDS = {
 }
 
 
-def _documents(path: Path, text: str) -> Iterator[Any]:
-    stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
-        try:
-            yield json.loads(text)
-            return
-        except json.JSONDecodeError:
-            pass  # maybe YAML flow style; let the YAML parser report
+def _documents(path: Path, text: str) -> list[Any]:
+    what = str(path)
     try:
-        yield from yaml.safe_load_all(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise DumpError(f"{path}: invalid YAML{where}: {problem}") from None
+        if text.lstrip().startswith(("{", "[")):
+            try:
+                return [load_json(text, what=what, limits=DUMP_LIMITS)]
+            except UntrustedInputError as err:
+                if not err.syntax:
+                    raise
+                # maybe YAML flow style; let the YAML parser report
+        return load_yaml_all(text, what=what, limits=DUMP_LIMITS)
+    except UntrustedInputError as err:
+        raise DumpError(str(err)) from None
 
 
 def _expand(doc: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -93,7 +95,11 @@ def load_files(paths: list[str]) -> ClusterObjects:
     for name in paths:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                raw = handle.read(DUMP_LIMITS.max_bytes + 1)  # one byte over says "too large"
+            if len(raw) > DUMP_LIMITS.max_bytes:
+                raise DumpError(f"{path}: document larger than {DUMP_LIMITS.max_bytes} bytes")
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             raise DumpError(f"{path}: cannot read: {reason}") from None

@@ -203,6 +203,8 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
     name, namespace = meta.get("name"), meta.get("namespace") or "default"
     if not isinstance(name, str) or not name:
         raise ModuleError("metadata.name is required")
+    if not isinstance(namespace, str):
+        raise ModuleError(f"metadata.namespace must be a string, got {type(namespace).__name__}")
     spec = _mapping_at(obj.get("spec"), "spec", required=True)
     assert spec is not None
     if spec.get("selector") is None:
@@ -242,7 +244,7 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
         )
 
     return Module(
-        namespace=str(namespace),
+        namespace=namespace,
         name=name,
         uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
         generation=meta.get("generation") if isinstance(meta.get("generation"), int) else None,

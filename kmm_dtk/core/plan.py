@@ -49,6 +49,7 @@ class Reason(str, Enum):
     INVALID_MODULE = "InvalidModule"
     MISSING_CONFIGMAP = "MissingDockerfileConfigMap"
     MISSING_DOCKERFILE_KEY = "MissingDockerfileKey"
+    INVALID_CONFIGMAP = "InvalidDockerfileConfigMap"
     NO_DTK_IMAGESTREAM = "MissingDTKImageStream"
     NO_DTK_TAG = "MissingDTKTag"
     UNKNOWN_RHCOS = "UnparseableOSImage"
@@ -212,6 +213,24 @@ def _resolve_dtk(dtk: DtkIndex, entry: KernelEntry) -> DtkImage | DtkResolutionE
     return first_error
 
 
+def configmap_problem(data: Any) -> str | None:
+    """What makes a ConfigMap's ``data`` other than a map of strings (a hand-written or edited dump:
+    the API server would refuse it), naming the first offending key; None when it is one."""
+    if not isinstance(data, Mapping):
+        return f"data is a {type(data).__name__}, expected a map of strings"
+    for key, value in data.items():
+        if not isinstance(key, str):
+            return f"data key {_short(key)} is a {type(key).__name__}, expected a string (quote it in YAML)"
+        if not isinstance(value, str):
+            return f"data[{_short(key)}] is a {type(value).__name__}, expected a string (quote it in YAML)"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> PlanEntry:
     entry = snapshot.kernels.get(kernel)
     upcoming = snapshot.upcoming_for(kernel)
@@ -243,6 +262,11 @@ def _plan_kernel(module: Module, kernel: str, snapshot: ClusterSnapshot) -> Plan
         return error(Reason.MISSING_CONFIGMAP,
                      f"ConfigMap {module.namespace}/{build.dockerfile_configmap} named by {field_path} "
                      "does not exist; create it with the Dockerfile under key 'dockerfile'", image=target.image)
+    malformed = configmap_problem(configmap)
+    if malformed is not None:
+        return error(Reason.INVALID_CONFIGMAP,
+                     f"ConfigMap {module.namespace}/{build.dockerfile_configmap} named by {field_path}: {malformed}",
+                     image=target.image)
     source = configmap.get(DOCKERFILE_KEY)
     if not isinstance(source, str) or not source.strip():
         return error(Reason.MISSING_DOCKERFILE_KEY,
@@ -334,8 +358,9 @@ def snapshot_from_objects(
     cms: dict[tuple[str, str], Mapping[str, str]] = {}
     for cm in configmaps:
         meta = cm.get("metadata") if isinstance(cm.get("metadata"), Mapping) else {}
-        data = cm.get("data") if isinstance(cm.get("data"), Mapping) else {}
-        cms[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = data
+        data = cm.get("data")
+        # Kept as written: a malformed one is reported for the Modules that use it, when planned.
+        cms[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = {} if data is None else data
     snapshot = ClusterSnapshot(
         nodes_by_kernel=nodes_by_kernel,
         kernels=kernel_map.entries(),
