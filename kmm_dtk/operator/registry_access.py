@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 from kmm_dtk.core.plan import PlanEntry
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
+from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.operator.resources import CONFIGMAPS, IMAGE_CONFIGS, SECRETS, SERVICEACCOUNTS
@@ -30,10 +31,14 @@ INTERNAL_REGISTRY_CAS = ("openshift-image-registry", "image-registry-certificate
 
 
 class _TTLCache:
-    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+    """Values kept ``ttl`` seconds, at most ``max_entries`` of them (1,024 by default: a Secret or
+    ServiceAccount per namespace and name that Modules named): when full, expired values are
+    dropped first, then the least recently used (read again when needed)."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float], max_entries: int = 1024) -> None:
         self.ttl, self.clock = ttl, clock
         self._lock = threading.Lock()
-        self._items: dict[Any, tuple[float, Any]] = {}
+        self._items: LRU[Any, tuple[float, Any]] = LRU(max_entries)
 
     def get(self, key: Any, load: Callable[[], Any]) -> Any:
         now = self.clock()
@@ -43,8 +48,13 @@ class _TTLCache:
                 return hit[1]
         value = load()
         with self._lock:
-            self._items[key] = (now + self.ttl, value)
+            self._items.put(key, (now + self.ttl, value), stale=lambda _, item: item[0] <= now)
         return value
+
+    def keys(self) -> list[Any]:
+        """Least recently used first."""
+        with self._lock:
+            return self._items.keys()
 
 
 class PullSecrets:
@@ -53,10 +63,10 @@ class PullSecrets:
     ``--registry-config`` file, e.g. the cluster's global pull secret)."""
 
     def __init__(self, client: KubeClient, base: AuthConfig | None = None, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_entries: int = 1024) -> None:
         self.client = client
         self.base = base or AuthConfig.EMPTY
-        self._cache = _TTLCache(ttl, clock)
+        self._cache = _TTLCache(ttl, clock, max_entries)
 
     def for_entry(self, entry: PlanEntry) -> AuthConfig:
         namespace = entry.module.split("/", 1)[0]

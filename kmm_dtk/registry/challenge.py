@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kmm_dtk.registry.bounded import LRU
+
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
@@ -56,12 +58,16 @@ def parse_challenges(header: str | None) -> list[Challenge]:
 
 
 class AuthorizationCache:
-    """Authorization headers keyed by (registry, scope, credential identity); scope None for Basic."""
+    """Authorization headers keyed by (registry, scope, credential identity); scope None for Basic.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    At most ``max_entries`` (4,096 by default: a token per repository asked, and Modules name any
+    number of repositories): when full, expired tokens are dropped first, then the least recently used
+    (which costs one token request if it is needed again)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_entries: int = 4096) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str | None, str], tuple[str, float]] = {}
+        self._entries: LRU[tuple[str, str | None, str], tuple[str, float]] = LRU(max_entries)
 
     def get(self, registry: str, scope: str, identity: str) -> str | None:
         now = self._clock()
@@ -71,21 +77,27 @@ class AuthorizationCache:
                 if entry is not None:
                     if entry[1] > now:
                         return entry[0]
-                    del self._entries[key]
+                    self._entries.pop(key)
         return None
 
     def put(self, registry: str, scope: str | None, identity: str, header: str, ttl: float | None) -> None:
-        expires = float("inf") if ttl is None else self._clock() + ttl
+        now = self._clock()
+        expires = float("inf") if ttl is None else now + ttl
         with self._lock:
-            self._entries[(registry, scope, identity)] = (header, expires)
+            self._entries.put((registry, scope, identity), (header, expires), stale=lambda _, entry: entry[1] <= now)
 
     def forget(self, registry: str, scope: str, identity: str) -> None:
         with self._lock:
-            self._entries.pop((registry, scope, identity), None)
-            self._entries.pop((registry, None, identity), None)
+            self._entries.pop((registry, scope, identity))
+            self._entries.pop((registry, None, identity))
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def keys(self) -> list[tuple[str, str | None, str]]:
+        """(registry, scope, identity) of the headers kept, least recently used first."""
+        with self._lock:
+            return self._entries.keys()
 
     def __repr__(self) -> str:
         return f"AuthorizationCache(entries={len(self._entries)})"

@@ -18,6 +18,7 @@ from typing import Any, Callable, Collection
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
 from kmm_dtk.registry.auth import AuthConfig
+from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.client import RegistryClient, RegistryError
 from kmm_dtk.registry.image import ImageConfig, image_config_over
 from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
@@ -60,13 +61,16 @@ class UnreachableRegistries:
     asked again for ``hold`` seconds: without this, every reconcile touching a dead registry would
     wait out its timeouts and retries again, holding a worker for each kernel. When the hold ends,
     one caller asks again while the others keep the last answer: a registry still dead costs one
-    worker, not all of them."""
+    worker, not all of them.
 
-    def __init__(self, hold: float, clock: Callable[[], float]) -> None:
+    At most ``max_entries`` registries are held (1,000 by default; Modules may name any host): when
+    full, holds that ended with nobody asking are dropped first, then the least recently marked."""
+
+    def __init__(self, hold: float, clock: Callable[[], float], max_entries: int = 1000) -> None:
         self.hold, self.clock = hold, clock
         self._lock = threading.Lock()
         # registry -> (held until, reason, when a caller started asking again or None)
-        self._held: dict[str, tuple[float, str, float | None]] = {}
+        self._held: LRU[str, tuple[float, str, float | None]] = LRU(max_entries)
 
     def reason(self, registry: str) -> str | None:
         """The reason to skip ``registry`` now, or None: ask it (the caller then reports ``answered``
@@ -79,22 +83,35 @@ class UnreachableRegistries:
             until, reason, probing = hit
             if until > now or (probing is not None and now - probing < self.hold):
                 return reason
-            self._held[registry] = (until, reason, now)  # this caller asks; the others wait for it
+            self._held.put(registry, (until, reason, now))  # this caller asks; the others wait for it
             return None
 
     def mark(self, registry: str, reason: str) -> None:
         if self.hold > 0:
+            now = self.clock()
             with self._lock:
-                self._held[registry] = (self.clock() + self.hold, reason, None)
+                self._held.put(registry, (now + self.hold, reason, None), stale=lambda _, held: self._ended(held, now))
+
+    def _ended(self, held: tuple[float, str, float | None], now: float) -> bool:
+        """The hold is over and nobody is asking (or the one asking gave up long ago)."""
+        until, _, probing = held
+        return until <= now and (probing is None or now - probing >= self.hold)
 
     def answered(self, registry: str) -> None:
         """The registry answered (even with a refusal): it is reachable again."""
         with self._lock:
-            self._held.pop(registry, None)
+            self._held.pop(registry)
+
+    def held(self) -> list[str]:
+        """The registries held, least recently marked or asked first."""
+        with self._lock:
+            return self._held.keys()
 
 
 class RegistryChecker:
-    """The operator's and the planner's ``ImageChecker``: answers cached for ``ttl`` seconds.
+    """The operator's and the planner's ``ImageChecker``: answers cached for ``ttl`` seconds, at most
+    ``max_entries`` of them (10,000 by default, one per image, plan hash and platform: a few MB). When
+    full, expired answers are dropped first, then the least recently used.
 
     ``auth_for(entry)`` gives the credentials a node or the Build would use for that entry (the
     Module's ``imageRepoSecret``, else the namespace's ``builder`` pull secrets, plus any global auth
@@ -105,7 +122,7 @@ class RegistryChecker:
                  auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None,
                  dtk_auth_for: Callable[[PlanEntry], AuthConfig | None] | None = None, ttl: float = 300.0,
                  unreachable_hold: float = 30.0, insecure_registries: Callable[[], Collection[str]] = frozenset,
-                 metrics: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Any = None, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000) -> None:
         self.client = client
         self.mirrors = mirrors
         self.auth_for = auth_for
@@ -117,7 +134,7 @@ class RegistryChecker:
         self.insecure_registries = insecure_registries
         self.metrics = metrics  # RegistryMetrics, or None
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, tuple[str, str]], tuple[float, ImageCheck]] = {}
+        self._cache: LRU[tuple[str, str, tuple[str, str]], tuple[float, ImageCheck]] = LRU(max_entries)
 
     # -- target images -----------------------------------------------------------------------------
 
@@ -134,16 +151,20 @@ class RegistryChecker:
         result = self._check(entry)
         if result.state is not ImageState.UNKNOWN:
             with self._lock:
-                self._cache[key] = (now + self.ttl, result)
+                self._cache.put(key, (now + self.ttl, result), stale=lambda _, hit: hit[0] <= now)
         if self.metrics is not None:
             self.metrics.observe_image_check(result.state.value, cached=False)
         return result
 
+    def cached_images(self) -> list[str]:
+        """The images with an answer kept (expired or not), least recently used first."""
+        with self._lock:
+            return [image for image, _, _ in self._cache.keys()]
+
     def invalidate(self, image: str) -> None:
         """A Build just pushed ``image``: the next check asks the registry again."""
         with self._lock:
-            for key in [k for k in self._cache if k[0] == image]:
-                del self._cache[key]
+            self._cache.drop(lambda key, _: key[0] == image)
 
     def tls_choices(self, asked: ImageRef, ref: ImageRef | None = None,
                     module_tls: RegistryTLS | None = None) -> list[TLSPolicy]:

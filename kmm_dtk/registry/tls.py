@@ -74,7 +74,9 @@ class TrustStore:
             host = self.host_from_configmap_key(key)
             self._per_host[host] = _check_pem(pem, f"CA for registry {host}")
         self._lock = threading.Lock()
-        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        # Keyed by the per-registry CA in force (None: none), not by host: hosts without a CA of their
+        # own share one context, so there are at most len(per_host) + 2 whatever the hosts asked.
+        self._contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
 
     @staticmethod
     def host_from_configmap_key(key: str) -> str:
@@ -88,23 +90,26 @@ class TrustStore:
         return self._per_host.get(host) or self._per_host.get(_split_host(host))
 
     def ssl_context(self, host: str, skip_verify: bool = False) -> ssl.SSLContext:
-        key = ("", True) if skip_verify else (host.lower(), False)
+        key = (None, True) if skip_verify else (self._per_host_pem(host), False)
         with self._lock:
             context = self._contexts.get(key)
             if context is None:
-                context = self._contexts[key] = self._build(host, skip_verify)
+                context = self._contexts[key] = self._build(key[0], skip_verify)
             return context
 
-    def _build(self, host: str, skip_verify: bool) -> ssl.SSLContext:
+    def context_count(self) -> int:
+        with self._lock:
+            return len(self._contexts)
+
+    def _build(self, pem: str | None, skip_verify: bool) -> ssl.SSLContext:
         context = ssl.create_default_context()
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if skip_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             return context
-        for pem in self._extra:
-            context.load_verify_locations(cadata=pem)
-        pem = self._per_host_pem(host)
+        for extra in self._extra:
+            context.load_verify_locations(cadata=extra)
         if pem:
             context.load_verify_locations(cadata=pem)
         return context

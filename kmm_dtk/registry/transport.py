@@ -17,6 +17,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError,
                                 ProtocolError, ReadTimeoutError, SSLError)
 
+from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,23 @@ class _UnverifiedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class Transport:
-    def __init__(self, trust: TrustStore, timeout: float, user_agent: str, metrics: Any = None) -> None:
+    """Connection pools: a pool manager per HTTPS host and TLS setting, one for plain HTTP (urllib3
+    keeps its 8 most recent hosts' pools), each pool up to 4 connections. At most ``max_managers`` (64
+    by default) are kept: Modules may name any number of hosts, so the least recently used is closed
+    when another one is needed."""
+
+    def __init__(self, trust: TrustStore, timeout: float, user_agent: str, metrics: Any = None,
+                 max_managers: int = 64) -> None:
         self.trust = trust
         self.metrics = metrics  # RegistryMetrics, or None
         self.timeout = timeout
         self.user_agent = user_agent
         self._lock = threading.Lock()
-        self._managers: dict[tuple[str, str, bool], urllib3.PoolManager] = {}
+        self._managers: LRU[tuple[str, str, bool], urllib3.PoolManager] = LRU(max_managers)
 
     def _manager(self, scheme: str, host: str, skip_verify: bool) -> urllib3.PoolManager:
         key = (scheme, host.lower() if scheme == "https" else "", skip_verify and scheme == "https")
+        evicted: list[urllib3.PoolManager] = []
         with self._lock:
             manager = self._managers.get(key)
             if manager is None:
@@ -109,12 +117,20 @@ class Transport:
                                     extra={"registry": host})
                 else:
                     manager = urllib3.PoolManager(num_pools=8, maxsize=4, retries=False)
-                self._managers[key] = manager
-            return manager
+                evicted = [old for _, old in self._managers.put(key, manager)]
+        for old in evicted:  # a request in flight on it finishes; its connection is then closed
+            old.clear()
+        return manager
+
+    def pool_keys(self) -> list[tuple[str, str, bool]]:
+        """(scheme, host, unverified) of the pools kept, least recently used first."""
+        with self._lock:
+            return self._managers.keys()
 
     def close(self) -> None:
         with self._lock:
-            managers, self._managers = list(self._managers.values()), {}
+            managers = self._managers.values()
+            self._managers.clear()
         for manager in managers:
             manager.clear()
 
@@ -123,7 +139,8 @@ class Transport:
         flight finishes on its old connection)."""
         with self._lock:
             self.trust = trust
-            managers, self._managers = list(self._managers.values()), {}
+            managers = self._managers.values()
+            self._managers.clear()
         for manager in managers:
             manager.clear()
 

@@ -49,12 +49,17 @@ def test_a_directory_of_pem_files(tmp_path):
     assert len(store.ssl_context("x").get_ca_certs()) >= 2
 
 
-def test_contexts_are_cached_per_host_and_mode(tmp_path):
-    store = TrustStore(ca_paths=[make_ca(tmp_path, "ca")[0]])
+def test_contexts_are_cached_per_registry_ca_and_mode_not_per_host(tmp_path):
+    ca = make_ca(tmp_path, "ca")[0]
+    store = TrustStore(ca_paths=[ca], per_host={"own.example.com": ca.read_text()})
     assert store.ssl_context("a:5000") is store.ssl_context("a:5000")
-    assert store.ssl_context("a:5000") is not store.ssl_context("b:5000")
+    assert store.ssl_context("a:5000") is store.ssl_context("b:5000")  # neither has a CA of its own
+    assert store.ssl_context("own.example.com:5000") is not store.ssl_context("a:5000")
     assert store.ssl_context("a:5000", skip_verify=True) is store.ssl_context("b", skip_verify=True)
     assert store.ssl_context("a:5000", skip_verify=True).check_hostname is False
+    for i in range(500):  # hosts a tenant writes: no context each
+        store.ssl_context(f"host-{i}.example.com")
+    assert store.context_count() == 3
 
 
 @pytest.mark.registry
