@@ -3,7 +3,8 @@
 Reads containers ``auth.json``, docker ``config.json``, ``kubernetes.io/dockerconfigjson`` and the older
 ``kubernetes.io/dockercfg`` shape. Lookups follow containers-auth.json: the most specific key wins
 (``host/ns/repo``, then ``host/ns``, then ``host``). No message, log line or repr ever carries a secret:
-errors name the source (a file path or ``Secret ns/name``) and the entry, never its value.
+errors name the source (a file path or ``Secret ns/name``) and the entry, never its value. The JSON
+is read with the bounds of ``kmm_dtk.core.untrusted`` (``AUTH_LIMITS``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
+from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json
 from kmm_dtk.registry.reference import DEFAULT_REGISTRY, ImageRef
 
 log = logging.getLogger(__name__)
 
 _DOCKER_HOSTS = ("index.docker.io", "registry-1.docker.io")
+# A cluster's global pull secret is a few KB and a Secret at most 1 MiB; nothing here nests deeply.
+AUTH_LIMITS = Limits(max_bytes=4 << 20, max_depth=32)
 _SECRET_KEYS = {"kubernetes.io/dockerconfigjson": ".dockerconfigjson", "kubernetes.io/dockercfg": ".dockercfg"}
 
 
@@ -94,13 +97,14 @@ class AuthConfig:
         self.sources = sources
 
     @classmethod
-    def from_json(cls, data: bytes | str | Mapping, source: str) -> "AuthConfig":
-        if isinstance(data, (bytes, str)):
+    def from_json(cls, data: bytes | str | Mapping, source: str, field: str | None = None) -> "AuthConfig":
+        """``field``: where in ``source`` the JSON sits (a Secret's ``.dockerconfigjson``), named when
+        the JSON itself is refused."""
+        if isinstance(data, (bytes, bytearray, str)):
             try:
-                data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                where = f" at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
-                raise AuthConfigError(f"{source}: not valid JSON{where}") from None
+                data = load_json(data, what=f"{source}: {field}" if field else source, limits=AUTH_LIMITS)
+            except UntrustedInputError as err:  # its words never quote the input
+                raise AuthConfigError(str(err)) from None
         if not isinstance(data, Mapping):
             raise AuthConfigError(f"{source}: expected a JSON object")
         if "auths" in data:
@@ -132,7 +136,7 @@ class AuthConfig:
         source = os.fspath(path)
         try:
             with open(source, "rb") as handle:
-                data = handle.read()
+                data = handle.read(AUTH_LIMITS.max_bytes + 1)  # one byte over says "too large"
         except OSError as err:
             raise AuthConfigError(f"{source}: cannot read ({err.strerror})") from None
         return cls.from_json(data, source)
@@ -155,7 +159,7 @@ class AuthConfig:
             decoded = base64.b64decode(data[key], validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise AuthConfigError(f"{source}: key {key!r} is not valid base64") from None
-        return cls.from_json(decoded, source)
+        return cls.from_json(decoded, source, key)
 
     def merged(self, *others: "AuthConfig") -> "AuthConfig":
         """One config from several; earlier ones win on equal keys (``self`` first)."""

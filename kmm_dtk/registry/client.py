@@ -9,8 +9,8 @@ import base64
 import contextlib
 import hashlib
 import io
-import json
 import logging
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO, Iterator
@@ -21,6 +21,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from urllib3.exceptions import HTTPError
 
 from kmm_dtk import __version__
+from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json
 from kmm_dtk.registry.auth import AuthConfig, Credential
 from kmm_dtk.registry.challenge import AuthorizationCache, parse_challenges
 from kmm_dtk.registry.reference import ImageRef
@@ -37,6 +38,9 @@ MANIFEST_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MA
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 _MAX_MANIFEST = 4 << 20
 _MAX_TOKEN_RESPONSE = 1 << 20
+# What registries send, read with kmm_dtk.core.untrusted's bounds (sizes are capped as they are read).
+_MANIFEST_JSON = Limits(max_bytes=_MAX_MANIFEST)
+_SMALL_JSON = Limits(max_bytes=_MAX_TOKEN_RESPONSE)
 _DEFAULT_TOKEN_TTL = 60.0
 _ANONYMOUS = "anonymous"
 _API_HOSTS = {"docker.io": "registry-1.docker.io"}
@@ -83,10 +87,10 @@ def _digest_hasher(digest: str):
 def _error_code(body: bytes) -> str | None:
     """The first ``errors[].code`` of a distribution-spec error body."""
     try:
-        errors = json.loads(body).get("errors") or []
+        errors = load_json(body, what="error body", limits=_SMALL_JSON).get("errors") or []
         code = errors[0].get("code")
         return code if isinstance(code, str) and code.isupper() and len(code) < 64 else None
-    except (ValueError, AttributeError, IndexError, TypeError):
+    except (UntrustedInputError, AttributeError, IndexError, TypeError, KeyError):
         return None
 
 
@@ -240,9 +244,10 @@ class RegistryClient:
                         extra={"image": str(ref), "header": header_digest, "digest": digest})
         if media_type not in MANIFEST_MEDIA_TYPES:
             try:
-                media_type = json.loads(body).get("mediaType") or media_type
-            except (ValueError, AttributeError):
-                pass
+                found = load_json(body, what=f"manifest {safe_url(url)}", limits=_MANIFEST_JSON).get("mediaType")
+                media_type = found if isinstance(found, str) and found else media_type
+            except (UntrustedInputError, AttributeError):
+                pass  # the manifest's readers say what is wrong with it
         return Manifest(Presence.PRESENT, ref, digest, media_type, body)
 
     @contextlib.contextmanager
@@ -366,13 +371,15 @@ class RegistryClient:
                      f"({'with the configured credential' if credential else 'anonymously'})"
             raise (Transient if response.status >= 500 or response.status == 429 else Final)(reason)
         try:
-            answer = json.loads(_read_limited(response, _MAX_TOKEN_RESPONSE, where))
+            answer = load_json(_read_limited(response, _MAX_TOKEN_RESPONSE, where), what=where, limits=_SMALL_JSON)
             token = answer.get("token") or answer.get("access_token")
             ttl = float(answer.get("expires_in") or _DEFAULT_TOKEN_TTL)
-        except (ValueError, AttributeError, TypeError):
+        except (UntrustedInputError, ValueError, AttributeError, TypeError, OverflowError):
             raise Final(f"{where} answered something other than a token") from None
         if not isinstance(token, str) or not token:
             raise Final(f"{where} answered without a token")
+        if not math.isfinite(ttl) or ttl <= 0:
+            ttl = _DEFAULT_TOKEN_TTL  # "expires_in": 1e999 or -5 is no lifetime to plan with
         log.debug("registry token obtained", extra={"registry": ref.registry, "scope": scope, "expiresIn": ttl})
         # Renew a little early: a token that expires in flight costs a 401 and a retry.
         return f"Bearer {token}", max(ttl - min(10.0, ttl / 4), 1.0)

@@ -4,7 +4,6 @@ overlay mount would show it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import tarfile
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import BinaryIO, Mapping, Sequence
 
+from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Presence,
                                      RegistryClient, RegistryError)
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 _INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 _IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 _MAX_CONFIG = 8 << 20
+# Manifests and configs as fetched (already size-capped by the client); OCI's own JSON nests a few levels.
+_MANIFEST_LIMITS = Limits(max_bytes=_MAX_CONFIG)
 _MAX_LINKS = 8
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
@@ -40,9 +42,9 @@ class ImageConfig:
 
 def _document(body: bytes | None, ref: ImageRef) -> dict:
     try:
-        doc = json.loads(body or b"")
-    except ValueError:
-        raise RegistryError(f"manifest of {ref} is not JSON") from None
+        doc = load_json(body or b"", what=f"manifest of {ref}", limits=_MANIFEST_LIMITS)
+    except UntrustedInputError as err:
+        raise RegistryError(f"manifest of {ref} is not JSON" if err.syntax else str(err)) from None
     if not isinstance(doc, dict):
         raise RegistryError(f"manifest of {ref} is not a JSON object")
     return doc
@@ -131,12 +133,16 @@ def _image_config(client: RegistryClient, ref: ImageRef, platform: tuple[str, ..
     except (KeyError, TypeError):
         raise RegistryError(f"manifest of {ref} lacks config or layer digests") from None
     raw = client.get_blob(ref, config_digest, auth=auth, tls=tls, max_bytes=_MAX_CONFIG)
+    what = f"image config {config_digest} of {ref}"
     try:
-        config = json.loads(raw)
+        config = load_json(raw, what=what, limits=_MANIFEST_LIMITS)
+    except UntrustedInputError as err:
+        raise RegistryError(f"{what} is not a JSON image config" if err.syntax else str(err)) from None
+    try:
         labels = (config.get("config") or {}).get("Labels") or {}
         labels = {str(k): str(v) for k, v in labels.items()}
-    except (ValueError, AttributeError):
-        raise RegistryError(f"image config {config_digest} of {ref} is not a JSON image config") from None
+    except AttributeError:
+        raise RegistryError(f"{what} is not a JSON image config") from None
     assert manifest.digest is not None
     return ImageConfig(ref, manifest.digest, MappingProxyType(labels), tuple(d for d, _ in layers),
                        tuple(m for _, m in layers))

@@ -13,7 +13,6 @@ without pulling whole images:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -21,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol, Sequence
 
+from kmm_dtk.core.untrusted import UntrustedInputError, load_json
 from kmm_dtk.registry.client import RegistryClient, RegistryError
 from kmm_dtk.registry.image import ImageConfig, image_config_over, read_file
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
@@ -79,11 +79,17 @@ def _kernel_value(value: Any, key: str, where: str, *, required: bool) -> str | 
 
 
 def _json_object(data: bytes | str, where: str, error: type[Exception], expected: str) -> dict[str, Any]:
-    """``data`` as a JSON object; otherwise ``error`` saying what ``where`` holds instead."""
+    """``data`` as a JSON object; otherwise ``error`` saying what ``where`` holds instead. Read with the
+    default bounds of ``kmm_dtk.core.untrusted``: both files are a few KB in every real image."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = data.decode("utf-8")  # UTF-8 only
+        except UnicodeDecodeError as err:
+            raise error(f"{where} is not valid JSON: not UTF-8 text ({err.reason})") from None
     try:
-        doc = json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise error(f"{where} is not valid JSON: {err}") from None
+        doc = load_json(data, what=where)
+    except UntrustedInputError as err:
+        raise error(f"{where} is not valid JSON: {err.detail}" if err.syntax else str(err)) from None
     if not isinstance(doc, dict):
         raise error(f"{where} is a JSON {type(doc).__name__}, expected {expected}")
     return doc
