@@ -63,6 +63,8 @@ class ImageChecker(Protocol):
 
     def invalidate(self, image: str) -> None: ...
 
+    def auth_problems(self, entry: PlanEntry) -> tuple[str, ...]: ...
+
 
 class AssumeMissing:
     """No registry access (``--assume-missing``): every image without a Build is built, every DTK trusted."""
@@ -75,6 +77,9 @@ class AssumeMissing:
 
     def invalidate(self, image: str) -> None:
         pass
+
+    def auth_problems(self, entry: PlanEntry) -> tuple[str, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,10 @@ class ModuleReconciler:
 
         records, events = [], []
         waiting = False
+        secret_problems: dict[str, None] = {}  # pull Secrets left out, in first-seen order
         for entry in entries:
             if entry.action is Action.BUILD:
+                secret_problems.update(dict.fromkeys(self.checker.auth_problems(entry)))
                 outcome = self._ensure_build(module, entry, previous.get(entry.kernel), builds)
             elif entry.action is Action.ERROR and entry.kernel is not None:
                 outcome = _Outcome(kernel_record(entry, ERROR, entry.reason, previous=previous.get(entry.kernel)))
@@ -151,15 +158,18 @@ class ModuleReconciler:
 
         errors = error_entries(entries)
         generation = (module.get("metadata") or EMPTY).get("generation")
-        conds = conditions(records, errors, generation, status.get("conditions") or ())
-        events.extend(transition_events(previous, records, errors, status.get("conditions") or ()))
+        conds = conditions(records, errors, generation, status.get("conditions") or (),
+                           secret_problems=secret_problems)
+        events.extend(transition_events(previous, records, errors, status.get("conditions") or (),
+                                        secret_problems=secret_problems))
         new_status = status_body(records, conds, generation)
         current = thaw(status)
         if {k: current.get(k) for k in new_status} != new_status:  # fields others own are left alone
             self._write_status(module, new_status)
         for event in merge_events(events):
             self.recorder.emit(module, event)
-        return Result(requeue_after=self.registry_retry) if waiting else None
+        # Secrets are read, not watched: a Module reporting an unusable one is looked at again for the fix.
+        return Result(requeue_after=self.registry_retry) if waiting or secret_problems else None
 
     # -- builds ----------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ pull credentials from Secrets, and the CAs the cluster trusts for image registri
 Both are read with a GET when needed and kept for a short TTL rather than watched: the operator
 reads a handful of Secrets, and an informer on every Secret in the cluster would hold them all in
 memory. Read failures are logged (once per TTL) and fall back to what is known: a missing Secret
-means anonymous access, never a crash.
+means anonymous access, never a crash. A Secret that cannot be used (malformed or hostile JSON)
+is also carried as a problem of the AuthConfig, which the Module reconciler reports.
 """
 
 from __future__ import annotations
@@ -103,10 +104,10 @@ class PullSecrets:
                 return AuthConfig.EMPTY
             try:
                 return AuthConfig.from_secret(secret)
-            except AuthConfigError as err:
+            except AuthConfigError as err:  # reported on the Modules that rely on it, too
                 log.warning("unusable pull secret; asking the registry without it",
                             extra={"secret": f"{namespace}/{name}", "error": str(err)})
-                return AuthConfig.EMPTY
+                return AuthConfig(problems=(str(err),))
         return self._cache.get(("secret", namespace, name), load)
 
 

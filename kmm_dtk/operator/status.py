@@ -18,6 +18,7 @@ WAITING = "Waiting"  # the registry gave no definite answer: nothing built, aske
 DONE_PHASES = frozenset({SUCCEEDED, EXISTS})
 
 NORMAL, WARNING = "Normal", "Warning"
+UNUSABLE_PULL_SECRET = "UnusablePullSecret"  # Degraded reason and Event: a pull Secret left out
 
 
 def now_rfc3339() -> str:
@@ -73,9 +74,17 @@ def _condition(kind: str, status: bool, reason: str, message: str, generation: i
     return condition
 
 
+def secret_notes(problems: Iterable[str]) -> list[str]:
+    """How an unusable pull Secret reads in the Degraded condition and its Event."""
+    return [f"pull secret not used, registries asked without it: {p}" for p in problems]
+
+
 def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry], generation: int | None,
-               previous: Iterable[Mapping[str, Any]] = (), now: str | None = None) -> list[dict[str, Any]]:
-    """Ready / Progressing / Degraded, each with a reason a person can act on."""
+               previous: Iterable[Mapping[str, Any]] = (), now: str | None = None, *,
+               secret_problems: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Ready / Progressing / Degraded, each with a reason a person can act on. ``secret_problems``
+    (pull Secrets that could not be used) make the Module Degraded without making it unready: what
+    was built stays built, and what the registry said without them is still an answer."""
     now = now or now_rfc3339()
     previous_by_type = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
     records = list(records)
@@ -94,6 +103,11 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
         degraded = (True, "BuildFailed", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in failed))
     else:
         degraded = (False, "AsExpected", "no errors")
+    notes = secret_notes(secret_problems)
+    if notes and degraded[0]:
+        degraded = (True, degraded[1], "; ".join([degraded[2], *notes]))
+    elif notes:
+        degraded = (True, UNUSABLE_PULL_SECRET, "; ".join(notes))
 
     if progressing:
         waiting = all(r["phase"] == WAITING for r in progressing)
@@ -133,7 +147,8 @@ def status_body(records: list[dict[str, Any]], conds: list[dict[str, Any]], gene
 
 
 def transition_events(previous: Mapping[str, Mapping[str, Any]], records: Iterable[Mapping[str, Any]],
-                      errors: Iterable[PlanEntry], previous_conditions: Iterable[Mapping[str, Any]]) -> list[EventSpec]:
+                      errors: Iterable[PlanEntry], previous_conditions: Iterable[Mapping[str, Any]], *,
+                      secret_problems: Iterable[str] = ()) -> list[EventSpec]:
     """Events for what changed since the status we last wrote."""
     events: list[EventSpec] = []
     for record in records:
@@ -153,4 +168,8 @@ def transition_events(previous: Mapping[str, Mapping[str, Any]], records: Iterab
         if old_degraded.get("status") == "True" and message in str(old_degraded.get("message", "")):
             continue  # already reported
         events.append(EventSpec(WARNING, entry.reason_code.value, message))
+    for note in secret_notes(secret_problems):
+        if old_degraded.get("status") == "True" and note in str(old_degraded.get("message", "")):
+            continue
+        events.append(EventSpec(WARNING, UNUSABLE_PULL_SECRET, note))
     return events

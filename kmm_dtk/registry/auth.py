@@ -92,9 +92,13 @@ class AuthConfig:
 
     EMPTY: ClassVar["AuthConfig"]
 
-    def __init__(self, entries: Mapping[str, Credential] | None = None, sources: tuple[str, ...] = ()) -> None:
+    def __init__(self, entries: Mapping[str, Credential] | None = None, sources: tuple[str, ...] = (),
+                 problems: tuple[str, ...] = ()) -> None:
         self._entries: dict[str, Credential] = dict(entries or {})
         self.sources = sources
+        # Sources that could not be used and were left out (an unusable pull Secret), one line each,
+        # for whoever relies on this config to report; they never change what lookup answers.
+        self.problems = problems
 
     @classmethod
     def from_json(cls, data: bytes | str | Mapping, source: str, field: str | None = None) -> "AuthConfig":
@@ -170,7 +174,8 @@ class AuthConfig:
         entries.update(self._entries)
         for config in others:
             sources.extend(s for s in config.sources if s not in sources)
-        return AuthConfig(entries, tuple(sources))
+        problems = dict.fromkeys(p for config in (self, *others) for p in config.problems)
+        return AuthConfig(entries, tuple(sources), tuple(problems))
 
     def lookup(self, ref: ImageRef) -> Credential | None:
         host = normalize_key(ref.registry)

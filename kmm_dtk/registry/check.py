@@ -234,6 +234,14 @@ class RegistryChecker:
             self.metrics.observe_dtk_check(answer.state.value)
         return answer
 
+    def auth_problems(self, entry: PlanEntry) -> tuple[str, ...]:
+        """Credentials left out for this entry's image and DTK (an unusable pull Secret), one line
+        each: the checks went on without them, and the Module should say so."""
+        auths = [self.auth_for(entry)] + ([self.dtk_auth_for(entry)] if entry.dtk_image else [])
+        # An AuthConfig, or credentials sorted by link (a LinkAuth's two AuthConfigs), or None.
+        configs = [c for a in auths for c in (a, getattr(a, "verified", None), getattr(a, "weakened", None))]
+        return tuple(dict.fromkeys(p for config in configs for p in getattr(config, "problems", ())))
+
     def _check_dtk(self, entry: PlanEntry) -> DtkCheck:
         if not entry.dtk_image or entry.kernel is None:
             return DtkCheck(DtkState.MATCHES, "no DTK")

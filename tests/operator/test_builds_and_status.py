@@ -114,3 +114,23 @@ def test_creation_events_of_one_reconcile_are_merged():
     assert [e.reason for e in merged] == ["MissingDTKTag", "BuildimageCreated"]
     assert merged[1].message == "2 Builds: Build a created for kernel k1; Build b created for kernel k2"
     assert merge_events(events[:1]) == events[:1]
+
+
+def test_an_unusable_pull_secret_degrades_without_unreadying_and_is_reported_once():
+    problem = "Secret drivers/push: .dockerconfigjson: nesting deeper than 32 levels"
+    ok = kernel_record(entry(), "Succeeded", "done", "b")
+    ready, _, degraded = conditions([ok], [], 1, now="t", secret_problems=[problem])
+    assert (ready["status"], ready["reason"]) == ("True", "AllImagesBuilt")
+    assert (degraded["status"], degraded["reason"]) == ("True", "UnusablePullSecret")
+    assert problem in degraded["message"] and "asked without it" in degraded["message"]
+
+    bad = PlanEntry("drivers/x", "k", Action.ERROR, Reason.NO_DTK_TAG, "no tag 9.6.1-0")
+    _, _, both = conditions([], [bad], 1, now="t", secret_problems=[problem])
+    assert both["reason"] == "MissingDTKTag" and "no tag 9.6.1-0" in both["message"] and problem in both["message"]
+
+    before = {ok["kernel"]: ok}
+    [event] = transition_events(before, [ok], [], [], secret_problems=[problem])
+    assert (event.type, event.reason) == ("Warning", "UnusablePullSecret") and problem in event.message
+    assert transition_events(before, [ok], [], [degraded], secret_problems=[problem]) == []
+    _, _, cleared = conditions([ok], [], 1, [degraded], now="t2")
+    assert (cleared["status"], cleared["reason"]) == ("False", "AsExpected")
