@@ -4,6 +4,7 @@ connections, an apiserver restart and a forced 410: the cache always converges t
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 
 import pytest
@@ -251,3 +252,64 @@ def test_stop_ends_a_blocked_watch_promptly(api, namespace):
     wait_for(lambda: informer._watch is not None, 10, "the watch to open")
     informer.stop(timeout=5)
     assert not informer.alive()
+
+
+class RestartLog:
+    """The informer's metrics hooks, recording when and why each list/watch ended."""
+
+    def __init__(self) -> None:
+        self.restarts: list[tuple[float, str]] = []
+        self.relists: list[float] = []
+
+    def relisted(self, name, count) -> None:
+        self.relists.append(time.monotonic())
+
+    def event(self, name, kind, size) -> None:
+        pass
+
+    def watch_restarted(self, name, reason) -> None:
+        self.restarts.append((time.monotonic(), reason))
+
+
+def test_watches_that_end_at_once_are_retried_with_backoff(api, proxied_api, fault_proxy, namespace,
+                                                           start_informer):
+    """Bound: the n-th consecutive retry waits at least 0.8 * 2**(n-1) s (up to 30 s), so a server or
+    proxy that ends every watch at once gets at most 6 watch requests in the first 10 s and then
+    about one per 30 s, where an unbounded loop made thousands per second."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(namespace, _cm("steady"))
+    log = RestartLog()
+    informer = start_informer(proxied_api, namespace=namespace, metrics=log)  # the default backoff
+    accepted = fault_proxy.accepted
+    fault_proxy.close_idle(0.3)  # a quiet watch is cut right after its headers
+    began = time.monotonic()
+    wait_for(lambda: len(log.restarts) >= 4, 30, "four retries")
+    times = [began] + [t for t, _ in log.restarts[:4]]
+    gaps = [later - earlier for earlier, later in zip(times[1:], times[2:])]
+    assert {reason for _, reason in log.restarts} <= {"short_watch", "error"}, log.restarts
+    for n, gap in enumerate(gaps, start=1):
+        assert gap >= 0.8 * 2 ** (n - 1) - 0.05, f"retry {n + 1} came {gap:.2f} s after the previous one"
+    connections = fault_proxy.accepted - accepted
+    assert connections <= len(log.restarts) + 2, f"{connections} connections for {len(log.restarts)} retries"
+
+    fault_proxy.heal()
+    core.create_namespaced_config_map(namespace, _cm("after"))
+    wait_for(lambda: _converged(api, namespace, informer), 40, "the cache to converge once watches stay open")
+
+
+def test_a_410_relists_after_the_backoff(api, proxied_api, fault_proxy, namespace, controlplane, start_informer):
+    """An expired resourceVersion relists, but not in a tight loop: a relist is the most expensive
+    request an informer makes."""
+    core = client.CoreV1Api(api)
+    log = RestartLog()
+    informer = start_informer(proxied_api, namespace=namespace, metrics=log, backoff_initial=0.5, backoff_max=4)
+    fault_proxy.refuse()
+    core.create_namespaced_config_map(namespace, _cm("while-away"))
+    controlplane.restart_apiserver()  # the informer's resourceVersion is now older than the watch cache
+    fault_proxy.heal()
+    wait_for(lambda: _converged(api, namespace, informer), 30, "the cache to converge after the 410")
+    expired = [t for t, reason in log.restarts if reason == "expired"]
+    assert expired, f"no 410 seen: {log.restarts}"
+    relists = [t for t in log.relists if t > expired[0]]
+    assert relists, "a 410 must relist"
+    assert relists[0] - expired[0] >= 0.5, f"relisted {relists[0] - expired[0]:.3f} s after the 410"

@@ -112,6 +112,7 @@ class ControlPlane:
         self._etcd: subprocess.Popen | None = None
         self._apiserver: subprocess.Popen | None = None
         self.kubeconfig = workdir / "admin.kubeconfig"
+        self.audit_log = workdir / "audit.log"  # writes made with ServiceAccount tokens (tests.support.audit)
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -184,11 +185,21 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--profiling=false",
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
             "--v=1",
         ]
         if not self.watch_cache:
             args.append("--watch-cache=false")
         return args + self.extra_apiserver_args
+
+    def _audit_policy(self) -> Path:
+        from tests.support.audit import POLICY
+
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(POLICY))
+        return path
 
     def start_apiserver(self, timeout: float = 60) -> None:
         self._apiserver = self._spawn(self._apiserver_args(), "apiserver.log")

@@ -25,6 +25,7 @@ class _Conn:
     thread: threading.Thread | None = None
     closed: threading.Event = field(default_factory=threading.Event)
     paused: threading.Event = field(default_factory=threading.Event)
+    last_upstream: float = field(default_factory=time.monotonic)  # when the server last sent a byte
 
     def close(self) -> None:
         self.closed.set()
@@ -45,6 +46,7 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.port = port
         self.latency = 0.0
+        self.close_idle_after: float | None = None  # see close_idle()
         self._stalled = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[_Conn] = []
@@ -106,6 +108,12 @@ class FaultProxy:
             if not conn.closed.is_set() and not conn.paused.wait(timeout):
                 raise TimeoutError("a proxied connection did not pause")
 
+    def close_idle(self, after: float) -> None:
+        """Close every connection as soon as the server has been silent on it for ``after``
+        seconds: answers to short requests still arrive whole, but every watch on a quiet
+        resource ends right after its headers, as behind a load balancer with a short idle timeout."""
+        self.close_idle_after = after
+
     def refuse(self) -> None:
         """Close the listening socket: new connections are refused; open ones are dropped."""
         self._stop_listening()
@@ -115,6 +123,7 @@ class FaultProxy:
         """Back to a transparent proxy (re-listening on the same port if refusing)."""
         self._stalled.clear()
         self.latency = 0.0
+        self.close_idle_after = None
         if self._listener is None:
             self.start()
 
@@ -167,6 +176,9 @@ class FaultProxy:
                     continue
                 conn.paused.clear()
                 readable, _, _ = select.select(list(peers), [], [], _TICK)
+                idle_limit = self.close_idle_after
+                if idle_limit is not None and not readable and time.monotonic() - conn.last_upstream > idle_limit:
+                    return
                 for sock in readable:
                     if self._stalled.is_set():
                         break  # leave the bytes in the kernel buffer
@@ -176,6 +188,8 @@ class FaultProxy:
                     if self.latency:
                         time.sleep(self.latency)
                     peers[sock].sendall(data)
+                    if sock is conn.upstream:
+                        conn.last_upstream = time.monotonic()
         except (OSError, ValueError):
             return
         finally:
