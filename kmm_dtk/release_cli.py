@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """(release ref, client, auth, tls policy); bad arguments and files raise _Failure(EXIT_USAGE)."""
-    from kmm_dtk.registry.client import RegistryClient
+    from kmm_dtk.registry.client import LinkAuth, RegistryClient
     from kmm_dtk.registry.reference import ImageRef, ReferenceError
     from kmm_dtk.registry.tls import TLSPolicy
     from kmm_dtk.registry_flags import UsageError, registry_settings
@@ -67,7 +67,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     except UsageError as err:
         raise _Failure(str(err), EXIT_USAGE) from None
     tls = TLSPolicy(insecure=args.insecure, skip_verify=args.insecure_skip_tls_verify)
-    return ref, RegistryClient(trust, auth), auth, tls
+    # Whoever runs this named both the weakened link (--insecure...) and the credentials for it.
+    return ref, RegistryClient(trust, auth), LinkAuth(auth, weakened=auth), tls
 
 
 def _dtk_with_oc(args: argparse.Namespace, release: str) -> str:

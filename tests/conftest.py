@@ -111,3 +111,10 @@ def registry_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 def registry_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """docker-registry over TLS with docker token auth; ``.token_server`` counts token requests."""
     yield from _registry(tmp_path_factory, "token")
+
+
+@pytest.fixture(scope="session")
+def registry_plain_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """docker-registry over plain HTTP with docker token auth (the token server on TLS, its CA in
+    ``.ca_file``): ``.token_server.requests`` say which credentials a client sent for it."""
+    yield from _registry(tmp_path_factory, "plain-token")

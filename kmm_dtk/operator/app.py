@@ -56,7 +56,7 @@ from kmm_dtk.operator.resources import (
 from kmm_dtk.operator.upgrade_reconciler import CLUSTER_VERSION, UpgradeReconciler, desired_changed
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.check import RegistryChecker
-from kmm_dtk.registry.client import RegistryClient
+from kmm_dtk.registry.client import LinkAuth, RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 
 log = logging.getLogger(__name__)
@@ -168,24 +168,26 @@ class _RegistryAccess:
     global_pull_secret: tuple[str, str] | None
     enqueue_all: Any = None
 
-    def image_auth(self, entry: Any) -> AuthConfig:
-        """The target image, as its Build pushes it: the Module's secret or the builder's."""
+    def image_auth(self, entry: Any) -> LinkAuth:
+        """The target image, as its Build pushes it: the Module's secret or the builder's; over a link
+        its ``registryTLS`` weakened, only the Module's own secret (PullSecrets.for_entry)."""
         self.trust.refresh()
-        return self.secrets.for_entry(entry)
+        return self.secrets.for_entry(entry, entry.registry_tls)
 
-    def dtk_auth(self, entry: Any) -> AuthConfig:
-        """The DTK, as the Build pulls it: also the cluster's global pull secret, unless the Module
-        weakened TLS for its base images: the cluster's credentials never travel over such a link."""
+    def dtk_auth(self, entry: Any) -> LinkAuth:
+        """The DTK, as the Build pulls it: also the cluster's global pull secret; over a link the
+        Module's ``baseImageRegistryTLS`` weakened, only the Module's own secret."""
         self.trust.refresh()
-        auth = self.secrets.for_entry(entry)
-        tls = entry.base_image_registry_tls
-        if tls is not None and (tls.insecure or tls.insecure_skip_tls_verify):
-            return auth
-        return auth.merged(self.release_auth())
+        return self.secrets.for_entry(entry, entry.base_image_registry_tls, self._global_auth())
 
-    def release_auth(self) -> AuthConfig:
-        """What nodes pull release images with: the cluster's global pull secret."""
+    def release_auth(self) -> LinkAuth:
+        """What nodes pull release images with: the cluster's global pull secret, also over the links
+        the cluster itself weakened (its insecureRegistries: no Module names a release image)."""
         self.trust.refresh()
+        auth = self._global_auth()
+        return LinkAuth(auth, weakened=auth)
+
+    def _global_auth(self) -> AuthConfig:
         if self.global_pull_secret is None:
             return self.secrets.base
         return self.secrets.for_namespace(*self.global_pull_secret, optional=True)

@@ -15,11 +15,13 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
+from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import PlanEntry
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
 from kmm_dtk.registry.bounded import LRU
-from kmm_dtk.registry.client import RegistryClient
+from kmm_dtk.registry.check import tls_policy
+from kmm_dtk.registry.client import LinkAuth, RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.operator.resources import CONFIGMAPS, IMAGE_CONFIGS, SECRETS, SERVICEACCOUNTS
 
@@ -61,7 +63,12 @@ class _TTLCache:
 class PullSecrets:
     """Credentials per plan entry: the Module's ``imageRepoSecret``, else the pull secrets of the
     namespace's ``builder`` ServiceAccount (as an OpenShift Build gets them), then ``base`` (the
-    ``--registry-config`` file, e.g. the cluster's global pull secret)."""
+    ``--registry-config`` file, e.g. the cluster's global pull secret).
+
+    Over a link the Module weakened (``registryTLS`` / ``baseImageRegistryTLS``: plain HTTP or
+    unverified TLS) only the Module's own ``imageRepoSecret`` may go: the builder's pull secrets,
+    the auth file and the global pull secret are not the Module author's to hand to whoever is on
+    that path. The registry client enforces it (``LinkAuth``)."""
 
     def __init__(self, client: KubeClient, base: AuthConfig | None = None, ttl: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, max_entries: int = 1024) -> None:
@@ -69,9 +76,17 @@ class PullSecrets:
         self.base = base or AuthConfig.EMPTY
         self._cache = _TTLCache(ttl, clock, max_entries)
 
-    def for_entry(self, entry: PlanEntry) -> AuthConfig:
+    def for_entry(self, entry: PlanEntry, module_tls: RegistryTLS | None = None, *also: AuthConfig) -> LinkAuth:
+        """For ``entry``'s image, or its DTK (``module_tls`` the Module's setting for that registry,
+        ``also`` the cluster's pull secret): everything over verified TLS; over a link the Module
+        weakened, only its ``imageRepoSecret``; over a link only the cluster weakened (its
+        ``insecureRegistries``), everything, as the nodes and Builds send it there."""
         namespace = entry.module.split("/", 1)[0]
-        return self.for_namespace(namespace, entry.image_repo_secret)
+        everything = self.for_namespace(namespace, entry.image_repo_secret).merged(*also)
+        if tls_policy(module_tls).verified:
+            return LinkAuth(everything, weakened=everything)
+        named = self._secret(namespace, entry.image_repo_secret) if entry.image_repo_secret else AuthConfig.EMPTY
+        return LinkAuth(everything, weakened=named)
 
     def for_namespace(self, namespace: str, secret: str | None, optional: bool = False) -> AuthConfig:
         """``optional``: a missing Secret is expected (the global pull secret off OpenShift), not logged."""

@@ -19,7 +19,7 @@ from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.operator.caches import Cache, ClusterView, module_key
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.check import platform_for
-from kmm_dtk.registry.client import RegistryClient
+from kmm_dtk.registry.client import LinkAuth, RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.release import DtkInspector, ReleaseLookupError, release_kernels
@@ -48,8 +48,8 @@ class UpgradeReconciler:
     logged and leaves nothing upcoming (there is nothing to build ahead for)."""
 
     def __init__(self, view: ClusterView, cluster_versions: Cache, registry: RegistryClient,
-                 inspector: DtkInspector, auth: Callable[[], AuthConfig], mirrors: Callable[[], MirrorPolicy],
-                 enqueue_module: Callable[[str], None],
+                 inspector: DtkInspector, auth: Callable[[], AuthConfig | LinkAuth],
+                 mirrors: Callable[[], MirrorPolicy], enqueue_module: Callable[[str], None],
                  tls_for: Callable[[ImageRef], Sequence[TLSPolicy]] | None = None, recheck: float = 60.0) -> None:
         self.view = view
         self.cluster_versions = cluster_versions

@@ -19,7 +19,7 @@ from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.bounded import LRU
-from kmm_dtk.registry.client import RegistryClient, RegistryError
+from kmm_dtk.registry.client import LinkAuth, RegistryClient, RegistryError
 from kmm_dtk.registry.image import ImageConfig, image_config_over
 from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
@@ -115,12 +115,14 @@ class RegistryChecker:
 
     ``auth_for(entry)`` gives the credentials a node or the Build would use for that entry (the
     Module's ``imageRepoSecret``, else the namespace's ``builder`` pull secrets, plus any global auth
-    file), ``dtk_auth_for(entry)`` those for its DTK; ``mirrors()`` the policy in force now. Neither is cached here: their owners cache them.
+    file), ``dtk_auth_for(entry)`` those for its DTK, as a LinkAuth saying which may go over a link the
+    Module weakened (a plain AuthConfig: none); ``mirrors()`` the policy in force now. Neither is
+    cached here: their owners cache them.
     """
 
     def __init__(self, client: RegistryClient, *, mirrors: Callable[[], MirrorPolicy] = lambda: MirrorPolicy.EMPTY,
-                 auth_for: Callable[[PlanEntry], AuthConfig | None] = lambda entry: None,
-                 dtk_auth_for: Callable[[PlanEntry], AuthConfig | None] | None = None, ttl: float = 300.0,
+                 auth_for: Callable[[PlanEntry], AuthConfig | LinkAuth | None] = lambda entry: None,
+                 dtk_auth_for: Callable[[PlanEntry], AuthConfig | LinkAuth | None] | None = None, ttl: float = 300.0,
                  unreachable_hold: float = 30.0, insecure_registries: Callable[[], Collection[str]] = frozenset,
                  metrics: Any = None, clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000) -> None:
         self.client = client

@@ -153,18 +153,39 @@ class _VerifyingReader(io.RawIOBase):
         super().close()
 
 
+@dataclass(frozen=True)
+class LinkAuth:
+    """Credentials sorted by the links they may take. Over verified TLS, ``verified`` (everything a
+    Build or node would use: a Module's secret, the builder's pull secrets, the auth file, the
+    cluster's global pull secret). Over plain HTTP or unverified TLS, where anyone on the path can
+    read or impersonate the registry, only ``weakened``: the credentials whoever weakened the link
+    named for it (a Module's own ``imageRepoSecret`` for the link its ``registryTLS`` weakened).
+
+    A plain AuthConfig given to the client is ``LinkAuth(config)``: nothing over a weakened link
+    unless a caller says so here, so no caller can send credentials there by mistake.
+    """
+
+    verified: AuthConfig
+    weakened: AuthConfig = AuthConfig.EMPTY
+
+    def for_link(self, tls: TLSPolicy) -> AuthConfig:
+        return self.verified if tls.verified else self.weakened
+
+
 class RegistryClient:
     """Thread-safe; one per process is enough. Connections are pooled per registry and TLS setting,
     Authorization headers cached per registry, scope and credential.
 
-    ``auth=None`` in a call uses the client's AuthConfig; an AuthConfig passed in replaces it for that call.
+    ``auth=None`` in a call uses the client's AuthConfig; an AuthConfig or LinkAuth passed in replaces
+    it for that call. Over plain HTTP or unverified TLS only a LinkAuth's ``weakened`` credentials are
+    sent, never anything else (the request goes anonymously).
     """
 
-    def __init__(self, trust: TrustStore | None = None, auth: AuthConfig | None = None, *,
+    def __init__(self, trust: TrustStore | None = None, auth: AuthConfig | LinkAuth | None = None, *,
                  timeout: float = 10.0, attempts: int = 3, backoff: float = 0.5, max_backoff: float = 5.0,
                  user_agent: str = f"kmm-dtk/{__version__}", metrics: Any = None) -> None:
         self._trust = trust or TrustStore()
-        self.auth = auth or AuthConfig.EMPTY
+        self.auth: AuthConfig | LinkAuth = auth or AuthConfig.EMPTY
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -184,18 +205,20 @@ class RegistryClient:
 
     # -- the API -----------------------------------------------------------------------------------
 
-    def head_manifest(self, ref: ImageRef, *, auth: AuthConfig | None = None, tls: TLSPolicy = TLSPolicy()) -> Manifest:
+    def head_manifest(self, ref: ImageRef, *, auth: AuthConfig | LinkAuth | None = None,
+                      tls: TLSPolicy = TLSPolicy()) -> Manifest:
         return self._manifest("HEAD", ref, auth, tls)
 
-    def get_manifest(self, ref: ImageRef, *, auth: AuthConfig | None = None, tls: TLSPolicy = TLSPolicy()) -> Manifest:
+    def get_manifest(self, ref: ImageRef, *, auth: AuthConfig | LinkAuth | None = None,
+                      tls: TLSPolicy = TLSPolicy()) -> Manifest:
         return self._manifest("GET", ref, auth, tls)
 
-    def get_blob(self, ref: ImageRef, digest: str, *, auth: AuthConfig | None = None, tls: TLSPolicy = TLSPolicy(),
-                 max_bytes: int = 64 << 20) -> bytes:
+    def get_blob(self, ref: ImageRef, digest: str, *, auth: AuthConfig | LinkAuth | None = None,
+                 tls: TLSPolicy = TLSPolicy(), max_bytes: int = 64 << 20) -> bytes:
         with self._open_blob(ref, digest, auth, tls, max_bytes) as stream:
             return stream.read()
 
-    def open_blob(self, ref: ImageRef, digest: str, *, auth: AuthConfig | None = None,
+    def open_blob(self, ref: ImageRef, digest: str, *, auth: AuthConfig | LinkAuth | None = None,
                   tls: TLSPolicy = TLSPolicy()) -> contextlib.AbstractContextManager[BinaryIO]:
         """The blob as a stream, for layers; the digest is checked when the stream reaches its end
         (a mismatch raises RegistryError from ``read``)."""
@@ -212,7 +235,7 @@ class RegistryClient:
 
     # -- manifests and blobs -----------------------------------------------------------------------
 
-    def _manifest(self, method: str, ref: ImageRef, auth: AuthConfig | None, tls: TLSPolicy) -> Manifest:
+    def _manifest(self, method: str, ref: ImageRef, auth: AuthConfig | LinkAuth | None, tls: TLSPolicy) -> Manifest:
         url = f"{self._base(ref, tls)}/v2/{ref.repository}/manifests/{ref.reference}"
         try:
             response = self._request(method, url, ref, auth, tls, {"Accept": _ACCEPT})
@@ -251,7 +274,7 @@ class RegistryClient:
         return Manifest(Presence.PRESENT, ref, digest, media_type, body)
 
     @contextlib.contextmanager
-    def _open_blob(self, ref: ImageRef, digest: str, auth: AuthConfig | None, tls: TLSPolicy,
+    def _open_blob(self, ref: ImageRef, digest: str, auth: AuthConfig | LinkAuth | None, tls: TLSPolicy,
                    limit: int | None) -> Iterator[BinaryIO]:
         _digest_hasher(digest)
         url = f"{self._base(ref, tls)}/v2/{ref.repository}/blobs/{digest}"
@@ -275,13 +298,25 @@ class RegistryClient:
         host = _API_HOSTS.get(ref.registry, ref.registry)
         return f"{'http' if tls.insecure else 'https'}://{host}"
 
-    def _request(self, method: str, url: str, ref: ImageRef, auth: AuthConfig | None, tls: TLSPolicy,
+    def _credential(self, ref: ImageRef, auth: AuthConfig | LinkAuth | None, tls: TLSPolicy) -> tuple[
+            Credential | None, bool]:
+        """(the credential this link may carry, whether one was withheld because the link is weakened)."""
+        given = self.auth if auth is None else auth
+        sorted_auth = given if isinstance(given, LinkAuth) else LinkAuth(given)
+        credential = sorted_auth.for_link(tls).lookup(ref)
+        withheld = credential is None and not tls.verified and sorted_auth.verified.lookup(ref) is not None
+        if withheld:
+            log.debug("credentials not sent over a weakened link", extra={"registry": ref.registry,
+                                                                          "plainHTTP": tls.insecure})
+        return credential, withheld
+
+    def _request(self, method: str, url: str, ref: ImageRef, auth: AuthConfig | LinkAuth | None, tls: TLSPolicy,
                  headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
         """A 2xx or 404 response, body unread; RegistryError for anything else, after retries."""
-        credential = (self.auth if auth is None else auth).lookup(ref)
+        credential, withheld = self._credential(ref, auth, tls)
 
         def attempt() -> urllib3.BaseHTTPResponse:
-            response = self._authorized(method, url, ref, credential, tls, headers)
+            response = self._authorized(method, url, ref, credential, tls, headers, withheld)
             if response.status == 404 or 200 <= response.status < 300:
                 return response
             body = _read_limited_quiet(response)
@@ -312,8 +347,9 @@ class RegistryClient:
         return before_sleep
 
     def _authorized(self, method: str, url: str, ref: ImageRef, credential: Credential | None, tls: TLSPolicy,
-                    headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
-        """Anonymous first (or with what the cache holds); on 401 answer the registry's challenge once."""
+                    headers: dict[str, str], withheld: bool = False) -> urllib3.BaseHTTPResponse:
+        """Anonymous first (or with what the cache holds); on 401 answer the registry's challenge once.
+        ``withheld``: credentials exist for this registry but the link may not carry them (the reasons say so)."""
         scope = f"repository:{ref.repository}:pull"
         identity = credential.identity if credential else _ANONYMOUS
         cached = self._authorizations.get(ref.registry, scope, identity)
@@ -326,11 +362,16 @@ class RegistryClient:
         if cached:
             self._authorizations.forget(ref.registry, scope, identity)
         schemes = {c.scheme: c for c in challenges}
-        who = "with the configured credential" if credential else "anonymously"
+        link = "plain HTTP" if tls.insecure else "unverified TLS"
+        who = ("with the configured credential" if credential else
+               f"anonymously: credentials are not sent over {link}" if withheld else "anonymously")
         if "bearer" in schemes:
             header, ttl = self._bearer(schemes["bearer"].params, ref, scope, credential, tls)
             self._authorizations.put(ref.registry, scope, identity, header, ttl)
         elif "basic" in schemes:
+            if credential is None and withheld:
+                raise Final(f"401 Unauthorized from {safe_url(url)}: the registry wants credentials and those "
+                            f"configured for {ref.name} are not sent over {link}")
             if credential is None:
                 raise Final(f"401 Unauthorized from {safe_url(url)}: the registry wants credentials and "
                             f"none are configured for {ref.name}")

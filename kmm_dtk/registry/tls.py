@@ -18,6 +18,12 @@ class TLSPolicy:
     insecure: bool = False  # plain HTTP (KMM registryTLS.insecure)
     skip_verify: bool = False  # HTTPS without verification (registryTLS.insecureSkipTLSVerify)
 
+    @property
+    def verified(self) -> bool:
+        """HTTPS with the certificate verified: the only link anyone's credentials may take unless
+        they were named for a weakened one (see ``kmm_dtk.registry.client.LinkAuth``)."""
+        return not (self.insecure or self.skip_verify)
+
 
 def _check_pem(pem: str, what: str) -> str:
     """Fail early, naming the source, rather than on the first connection."""

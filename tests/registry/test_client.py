@@ -15,7 +15,7 @@ import pytest
 
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, BlobMissing,
-                                     Presence, RegistryError)
+                                     LinkAuth, Presence, RegistryError)
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
 from tests.registry.conftest import policy, repo, server_auth
@@ -192,7 +192,8 @@ def test_tls_without_the_ca_is_unknown_with_a_tls_reason(registry_tls, make_clie
 @pytest.mark.registry
 def test_skip_verify_talks_to_an_untrusted_registry(registry_tls, make_client):
     image = push_image(registry_tls, repo(), "v1", files={"x": b"1"})
-    client = make_client(registry_tls, trust=TrustStore())
+    named = server_auth(registry_tls)  # named for this weakened link, as a Module's imageRepoSecret is
+    client = make_client(registry_tls, trust=TrustStore(), auth=LinkAuth(named, weakened=named))
     answer = client.get_manifest(ref(image.tag_spec), tls=TLSPolicy(skip_verify=True))
     assert answer.presence is Presence.PRESENT, answer.reason
     assert answer.digest == image.digest
@@ -345,7 +346,8 @@ def test_blob_redirect_is_followed_without_the_registry_credential(make_client, 
         ]}
         with ScriptedHTTPServer(script) as registry:
             auth = AuthConfig.from_json({"auths": {registry.host: {"auth": base64.b64encode(b"u:pw").decode()}}}, "t")
-            assert make_client(auth=auth).get_blob(ref(f"{registry.host}/a/b"), digest, tls=INSECURE) == content
+            named = LinkAuth(auth, weakened=auth)  # plain HTTP: only credentials named for it are sent
+            assert make_client(auth=named).get_blob(ref(f"{registry.host}/a/b"), digest, tls=INSECURE) == content
             assert [s.headers.get("Authorization") for s in registry.seen] == [None, "Basic dTpwdw=="]
         assert len(storage.seen) == 1
         assert "Authorization" not in storage.seen[0].headers

@@ -1,9 +1,10 @@
 """A real OCI registry (Debian's ``docker-registry``, distribution 2.8) on loopback, and helpers that push
 images into it through the registry HTTP API, built from files given in the test.
 
-Three modes: ``tls`` (a certificate from a throwaway CA, htpasswd Basic auth), ``plain`` (HTTP, anonymous:
-what KMM's ``registryTLS.insecure`` is for) and ``token`` (TLS, docker token auth through
-:class:`tests.support.tokenserver.TokenServer`).
+Four modes: ``tls`` (a certificate from a throwaway CA, htpasswd Basic auth), ``plain`` (HTTP, anonymous:
+what KMM's ``registryTLS.insecure`` is for), ``token`` (TLS, docker token auth through
+:class:`tests.support.tokenserver.TokenServer`) and ``plain-token`` (HTTP with token auth: its token
+server, over TLS, records which credentials were sent to a registry reached over plain HTTP).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from tests.support.pki import issue, make_ca
 from tests.support.tokenserver import TokenServer
 
 REGISTRY_BINARY = "docker-registry"
-MODES = ("tls", "plain", "token")
+MODES = ("tls", "plain", "token", "plain-token")
+TOKEN_MODES = ("token", "plain-token")
 
 
 def registry_binary() -> str:
@@ -84,7 +86,7 @@ class RegistryServer:
 
     @property
     def tls(self) -> bool:
-        return self.mode != "plain"
+        return self.mode not in ("plain", "plain-token")
 
     @property
     def host(self) -> str:
@@ -138,7 +140,7 @@ class RegistryServer:
             hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=5)).decode()
             htpasswd.write_text(f"{self.username}:{hashed}\n")
             config["auth"] = {"htpasswd": {"realm": "kmm-dtk-test", "path": str(htpasswd)}}
-        elif self.mode == "token":
+        elif self.mode in TOKEN_MODES:
             assert self.token_server is not None
             config["auth"] = {"token": {"realm": self.token_server.realm, "service": self.token_server.service,
                                         "issuer": self.token_server.issuer, "rootcertbundle": str(self.ca_file)}}
@@ -148,9 +150,10 @@ class RegistryServer:
         binary = registry_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
-        if self.tls and self.ca_file is None:
-            self.ca_file, self.ca_key = make_ca(self.workdir, "registry-test-ca")
-        if self.mode == "token" and self.token_server is None:
+        if (self.tls or self.mode in TOKEN_MODES) and self.ca_file is None:
+            # a CA name of its own: two test CAs with one subject in a trust store fail each other's chains
+            self.ca_file, self.ca_key = make_ca(self.workdir, f"registry-test-ca-{self.mode}")
+        if self.mode in TOKEN_MODES and self.token_server is None:
             self.token_server = TokenServer(self.workdir, self.ca_file, self.ca_key, username=self.username,
                                             password=self.password, service="kmm-dtk-test-registry",
                                             issuer="kmm-dtk-test-token-issuer",
@@ -212,7 +215,7 @@ class RegistryServer:
         if self.mode == "tls":
             token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             return {"Authorization": f"Basic {token}"}
-        if self.mode == "token":
+        if self.mode in TOKEN_MODES:
             assert self.token_server is not None
             return {"Authorization": f"Bearer {self.token_server.mint([(repository, ['pull', 'push'])], 'pusher')}"}
         return {}
