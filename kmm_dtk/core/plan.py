@@ -217,12 +217,12 @@ def configmap_problem(data: Any) -> str | None:
     """What makes a ConfigMap's ``data`` other than a map of strings (a hand-written or edited dump:
     the API server would refuse it), naming the first offending key; None when it is one."""
     if not isinstance(data, Mapping):
-        return f"data is a {type(data).__name__}, expected a map of strings"
+        return f"data is not a map of strings ({type(data).__name__})"
     for key, value in data.items():
         if not isinstance(key, str):
-            return f"data key {_short(key)} is a {type(key).__name__}, expected a string (quote it in YAML)"
+            return f"data key {_short(key)} is not a string ({type(key).__name__}; quote it in YAML)"
         if not isinstance(value, str):
-            return f"data[{_short(key)}] is a {type(value).__name__}, expected a string (quote it in YAML)"
+            return f"data[{_short(key)}] is not a string ({type(value).__name__}; quote it in YAML)"
     return None
 
 

@@ -583,3 +583,21 @@ def test_kernel_flavour(kernel, flavour):
 def test_is_realtime(kernel, expected):
     from kmm_dtk.core.plan import is_realtime
     assert is_realtime(kernel) is expected
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({1: "x"}, "data key 1 is not a string (int"),
+    ({"dockerfile": DOCKERFILE, True: "x"}, "data key True is not a string (bool"),
+    ({"dockerfile": 12}, "data['dockerfile'] is not a string (int"),
+    ({"dockerfile": DOCKERFILE, "other": ["a"]}, "data['other'] is not a string (list"),
+    (["dockerfile"], "data is not a map of strings (list)"),
+    ("FROM x", "data is not a map of strings (str)"),
+])
+def test_a_configmap_that_is_not_a_map_of_strings_is_an_error_naming_it(data, fragment):
+    """What a hand-edited dump can hold (YAML ``data: {1: x}``): an error entry per kernel naming the
+    ConfigMap and the key, never a crash while listing its keys."""
+    entries = plan_module(module(), snapshot(configmaps=[configmap(data=data)]))
+    assert entries
+    for e in entries:
+        assert e.action is Action.ERROR and e.reason_code is Reason.INVALID_CONFIGMAP
+        assert "ConfigMap simple-kmod/simple-kmod-dockerfile named by" in e.reason and fragment in e.reason

@@ -382,3 +382,59 @@ def test_plan_module_never_raises(raw):
             if e.dtk_image is not None:
                 assert e.build_args["DTK_AUTO"] == e.dtk_image
     assert plan_module(raw, SNAPSHOT) == entries  # deterministic
+
+
+# -- whole cluster dumps, with what YAML can put anywhere ----------------------------------------
+
+import datetime  # noqa: E402 - kept with the tests that use it
+
+yaml_scalars = st.one_of(scalars, st.dates(), st.binary(max_size=4), st.just(datetime.datetime(2024, 1, 1)),
+                         st.integers(-10**100, 10**100))
+yaml_keys = st.one_of(st.text(max_size=12), st.integers(), st.booleans(), st.none(), st.dates())  # hashable ones
+yaml_junk = st.recursive(
+    yaml_scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(yaml_keys, children, max_size=4)),
+    max_leaves=20,
+)
+
+
+configmap_st = st.fixed_dictionaries({
+    "metadata": mostly(st.fixed_dictionaries({
+        "name": mostly(st.sampled_from(["simple-kmod-dockerfile", "plain"])),
+        "namespace": mostly(st.just("simple-kmod"))})),
+    "data": st.one_of(
+        st.dictionaries(st.one_of(st.just("dockerfile"), yaml_keys),
+                        mostly(st.just("FROM quay.io/acme/base:1\nRUN make\n")), min_size=1, max_size=3),
+        yaml_junk, st.none()),
+})
+junk_objects = st.dictionaries(yaml_keys, yaml_junk, max_size=4)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(node_shaped, junk_objects), max_size=4), st.one_of(st.none(), stream_shaped, junk_objects),
+       st.lists(configmap_st, max_size=3), st.lists(st.one_of(module_st, module_st, junk_objects), max_size=3))
+def test_planning_a_dump_never_raises_whatever_yaml_put_where(nodes, stream, configmaps, modules):
+    """Lists where maps belong, numbers and dates where strings belong, keys that are not strings: the
+    snapshot and the plan are made, every entry prints, and Modules using a malformed ConfigMap get an
+    error entry naming it."""
+    import io
+    import json
+
+    from kmm_dtk.cli import _print_table
+    from kmm_dtk.core.plan import Reason, configmap_problem, plan_cluster
+
+    design = yaml.safe_load((DATA / "design-cluster.yaml").read_text())["items"]
+    nodes = nodes + [o for o in design if o["kind"] == "Node"]
+    modules = modules + [o for o in design if o["kind"] == "Module"]  # one that reaches its ConfigMap
+    snapshot, problems = snapshot_from_objects(nodes, stream, configmaps, ("openshift", "driver-toolkit"))
+    result = plan_cluster(modules, snapshot, problems)
+    json.dumps(result.to_json())
+    _print_table(result, io.StringIO())
+    for e in result.entries:
+        event(e.reason_code.value)
+        if e.reason_code is Reason.INVALID_CONFIGMAP:
+            assert e.action is Action.ERROR and "ConfigMap simple-kmod/" in e.reason
+            name = e.reason.split("ConfigMap simple-kmod/", 1)[1].split(" ", 1)[0]
+            assert configmap_problem(snapshot.configmaps[("simple-kmod", name)]) in e.reason
+        if e.action is Action.BUILD:
+            assert isinstance(e.dockerfile, str) and e.hash
