@@ -29,13 +29,12 @@ OVERLAYS = ("default", "with-kmm", "openshift-monitoring")
 
 # Exactly what the operator may do cluster-wide. Any change here is a change of its privileges.
 EXPECTED_CLUSTER_RULES = {
-    ("", "nodes"): {"get", "list", "watch"},
-    ("kmm.sigs.x-k8s.io", "modules"): {"get", "list", "watch"},
-    ("kmm.sigs.x-k8s.io", "modules/status"): {"get", "update", "patch"},
+    ("", "nodes"): {"list", "watch"},
+    ("kmm.sigs.x-k8s.io", "modules"): {"list", "watch"},
+    ("kmm.sigs.x-k8s.io", "modules/status"): {"patch"},
     ("", "configmaps"): {"get", "list", "watch"},
-    ("build.openshift.io", "builds"): {"get", "list", "watch", "create", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("build.openshift.io", "builds"): {"list", "watch", "create", "delete"},
+    ("", "events"): {"create"},
     # registry access: pull secrets by name (never listed or watched), the builder ServiceAccount
     ("", "secrets"): {"get"},
     ("", "serviceaccounts"): {"get"},
@@ -44,11 +43,11 @@ EXPECTED_CLUSTER_RULES = {
     ("config.openshift.io", "imagedigestmirrorsets"): {"list", "watch"},
     ("config.openshift.io", "imagetagmirrorsets"): {"list", "watch"},
     ("config.openshift.io", "images"): {"get"},
-    ("config.openshift.io", "clusterversions"): {"get", "list", "watch"},
+    ("config.openshift.io", "clusterversions"): {"list", "watch"},
 }
 # Namespaced Roles: (namespace, name) -> rules.
 EXPECTED_ROLES = {
-    ("openshift", "kmm-dtk-imagestreams"): {("image.openshift.io", "imagestreams"): {"get", "list", "watch"}},
+    ("openshift", "kmm-dtk-imagestreams"): {("image.openshift.io", "imagestreams"): {"list", "watch"}},
     (NAMESPACE, "kmm-dtk-leader-election"): {("coordination.k8s.io", "leases"): {"get", "create", "update"}},
 }
 EXPECTED_ARGS = [
