@@ -298,8 +298,8 @@ class RegistryClient:
         host = _API_HOSTS.get(ref.registry, ref.registry)
         return f"{'http' if tls.insecure else 'https'}://{host}"
 
-    def _credential(self, ref: ImageRef, auth: AuthConfig | LinkAuth | None, tls: TLSPolicy) -> tuple[
-            Credential | None, bool]:
+    def _credential(self, ref: ImageRef, auth: AuthConfig | LinkAuth | None,
+                    tls: TLSPolicy) -> tuple[Credential | None, bool]:
         """(the credential this link may carry, whether one was withheld because the link is weakened)."""
         given = self.auth if auth is None else auth
         sorted_auth = given if isinstance(given, LinkAuth) else LinkAuth(given)
