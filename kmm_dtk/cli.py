@@ -173,6 +173,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
               "with --assume-missing", file=sys.stderr)
         return EXIT_USAGE
     try:
+        _check_kubeconfig(args.kubeconfig)
+    except ValueError as err:
+        print(f"kmm-dtk run: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         api_client = load_api_client(args.kubeconfig, args.context, pool_size=args.workers + 16)
     except Exception as err:  # noqa: BLE001 - the kubernetes loader raises many kinds
         source = args.kubeconfig or os.environ.get("KUBECONFIG") or (
@@ -208,7 +213,31 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: operator.stop())
-    return operator.run()
+    try:
+        return operator.run()
+    except BindAddressError as err:  # taken between the check above and the servers' start
+        print(f"kmm-dtk run: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _check_kubeconfig(path: str | None) -> None:
+    """Read the kubeconfig files the kubernetes loader is about to read through the bounded YAML
+    reader first: its own reader has no bounds (an alias bomb would hang it)."""
+    from kmm_dtk.core.untrusted import UntrustedInputError, load_yaml_all
+
+    candidates = [path] if path else [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if not path and not candidates and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        candidates = [os.path.expanduser("~/.kube/config")]
+    for candidate in candidates:
+        try:
+            with open(candidate, "rb") as f:
+                data = f.read(4 * 1024 * 1024 + 1)
+        except OSError:
+            continue  # the loader names a missing or unreadable file itself
+        try:
+            load_yaml_all(data, what=candidate)
+        except UntrustedInputError as err:
+            raise ValueError(f"kubeconfig {err}") from None
 
 
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:

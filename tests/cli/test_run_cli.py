@@ -79,3 +79,22 @@ def test_a_privileged_port_is_permission_denied(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "kmm-dtk run: --metrics-bind-address: bind address '127.0.0.1:1': permission denied (port 1 needs privileges)"]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdef", "bcdefg")),
+     "YAML aliases expand to more than"),
+    ("a: &a [*a]\n", "recursive YAML alias"),
+    ("[" * 5000 + "]" * 5000 + "\n", "nesting deeper than"),
+])
+def test_a_hostile_kubeconfig_is_one_line_and_exit_2(content, problem, tmp_path):
+    """The kubernetes package reads kubeconfigs without bounds; run reads them through the bounded
+    reader first, so an alias bomb is refused at once rather than hanging the loader."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(content)
+    result = _run("--kubeconfig", str(kubeconfig))  # subprocess timeout: a hang fails the test
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"kmm-dtk run: kubeconfig {kubeconfig}: "), lines
+    assert problem in lines[0]
