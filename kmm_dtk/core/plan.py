@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
 from kmm_dtk.core.dockerfile import DTK_BUILD_ARG, DockerfileError, render, uses_placeholder
 from kmm_dtk.core.dtk import DtkImage, DtkIndex, DtkResolutionError, dtk_index, missing_imagestream_error
+from kmm_dtk.core.kernel import Kernel
 from kmm_dtk.core.kernel_map import KernelEntry, KernelMap
 from kmm_dtk.core.module import (
     DOCKERFILE_KEY,
@@ -103,22 +103,6 @@ class PlanEntry:
         }
 
 
-_REALTIME = re.compile(r"(?:^|[.+-])rt\d*(?:[.+-]|$)")
-
-
-def is_realtime(kernel: str) -> bool:
-    """``5.14.0-284.rt14.285.el9_2.x86_64`` and ``...+rt`` kernels run on real-time nodes."""
-    return bool(_REALTIME.search(kernel))
-
-
-def kernel_flavour(kernel: str) -> tuple[str, str]:
-    """(architecture, variant): an upgrade moves a node to the release's kernel of the same flavour,
-    e.g. ``...aarch64+64k`` nodes to the release's aarch64 kernel with ``+64k``."""
-    base, _, suffix = kernel.partition("+")
-    variant = "rt" if is_realtime(kernel) else suffix
-    return base.rsplit(".", 1)[-1], variant
-
-
 @dataclass(frozen=True)
 class UpcomingKernel:
     """A kernel that nodes will boot into once a cluster upgrade reaches them, known from the release
@@ -177,9 +161,9 @@ def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
     for kernel, nodes in snapshot.nodes_by_kernel.items():
         if any(module.selects(labels) for labels in nodes):
             selected.add(kernel)
-            flavours.add(kernel_flavour(kernel))
+            flavours.add(Kernel.parse(kernel).flavour)
     selected.update(u.kernel for u in snapshot.upcoming
-                    if kernel_flavour(u.kernel) in flavours and snapshot.upcoming_for(u.kernel) is not None)
+                    if Kernel.parse(u.kernel).flavour in flavours and snapshot.upcoming_for(u.kernel) is not None)
     return sorted(selected)
 
 
@@ -373,12 +357,12 @@ def snapshot_from_objects(
 
 def plan_cluster(modules: Iterable[Mapping[str, Any]], snapshot: ClusterSnapshot,
                  node_problems: tuple[str, ...] = ()) -> ClusterPlan:
-    def module_key(m: Mapping[str, Any]) -> tuple[str, str]:
+    def by_namespace_and_name(m: Mapping[str, Any]) -> tuple[str, str]:
         meta = m.get("metadata") if isinstance(m.get("metadata"), Mapping) else {}
         return (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
     entries: list[PlanEntry] = []
-    for module in sorted(modules, key=module_key):
+    for module in sorted(modules, key=by_namespace_and_name):
         entries.extend(plan_module(module, snapshot))
     kernels = {k: (str(e.rhcos) if e.rhcos else None) for k, e in snapshot.kernels.items()}
     return ClusterPlan(kernels, tuple(entries), node_problems)

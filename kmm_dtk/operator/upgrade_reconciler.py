@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-from kmm_dtk.core.plan import UpcomingKernel, kernel_flavour
+from kmm_dtk.core.kernel import DEFAULT_ARCH, Kernel, platform_of_arch
+from kmm_dtk.core.plan import UpcomingKernel
 from kmm_dtk.kube.controller import Result
 from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.operator.caches import Cache, ClusterView, module_key
 from kmm_dtk.registry.auth import AuthConfig
-from kmm_dtk.registry.check import platform_for
 from kmm_dtk.registry.client import LinkAuth, RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
@@ -66,7 +66,8 @@ class UpgradeReconciler:
         """Also every ``recheck`` seconds while a release is desired: nodes of a new architecture or
         variant (an arm64 or 64k pool) need that flavour of the release's kernel."""
         release = desired_release(self.cluster_versions.get(key))
-        flavours = frozenset(kernel_flavour(k) for k in self.view.kernel_map.entries()) or frozenset({("x86_64", "")})
+        flavours = (frozenset(Kernel.parse(k).flavour for k in self.view.kernel_map.entries())
+                    or frozenset({(DEFAULT_ARCH, "")}))
         if (release, flavours) != self._resolved:
             upcoming = self._upcoming(release, flavours) if release else ()
             self.view.set_upcoming(upcoming)
@@ -89,7 +90,7 @@ class UpgradeReconciler:
         for arch in sorted({arch for arch, _ in flavours}):
             try:  # RegistryError propagates: the work queue retries with backoff
                 info, kernels = release_kernels(self.registry, ref, auth=self.auth(), mirrors=self.mirrors(),
-                                                inspector=self.inspector, platform=platform_for(f"k.{arch}"),
+                                                inspector=self.inspector, platform=platform_of_arch(arch),
                                                 tls_for=self.tls_for)
             except (ReleaseLookupError, ValueError) as err:  # e.g. a single-architecture release
                 log.warning("no driver-toolkit to build ahead of the upgrade",

@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Collection
 
+from kmm_dtk.core.kernel import DEFAULT_PLATFORM, Kernel
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
 from kmm_dtk.registry.auth import AuthConfig
@@ -30,14 +31,10 @@ from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 log = logging.getLogger(__name__)
 
 
-_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "s390x": "s390x", "ppc64le": "ppc64le"}
-
-
 def platform_for(kernel: str | None) -> tuple[str, str]:
-    """The image platform a node running ``kernel`` pulls: ``5.14.0-...el9_6.aarch64`` -> linux/arm64
-    (the architecture is the kernel's last dotted part, before a ``+rt``/``+64k`` variant)."""
-    arch = (kernel or "").split("+", 1)[0].rsplit(".", 1)[-1]
-    return ("linux", _ARCHES.get(arch, "amd64"))
+    """The image platform a node running ``kernel`` pulls (``Kernel.platform``); linux/amd64 for an
+    entry without a kernel."""
+    return Kernel.parse(kernel).platform if kernel is not None else DEFAULT_PLATFORM
 
 
 def is_insecure(registry: str, insecure: Collection[str]) -> bool:
@@ -269,7 +266,7 @@ class RegistryChecker:
         except ValueError as err:  # no readable driver-toolkit-release.json and no kernel labels
             return DtkCheck(DtkState.UNVERIFIED, f"kernel of DTK {entry.dtk_image} not verified: {err}")
         offered = [k for k in (kernels.kernel, kernels.rt_kernel) if k]
-        if entry.kernel in offered or _without_variant(entry.kernel) in offered:
+        if entry.kernel in offered or Kernel.parse(entry.kernel).base in offered:
             return DtkCheck(DtkState.MATCHES, f"DTK {entry.dtk_image} carries kernel {entry.kernel}")
         if not offered:
             return DtkCheck(DtkState.UNVERIFIED, f"kernel of DTK {entry.dtk_image} not verified: it names none "
@@ -278,13 +275,6 @@ class RegistryChecker:
                         f"DTK {entry.dtk_image} (RHCOS {entry.rhcos or 'unknown'}) is for kernel "
                         f"{' / '.join(offered)}, not {entry.kernel} ({kernels.source}); a driver built on it would "
                         "not load: fix or re-import the driver-toolkit ImageStream tag")
-
-
-def _without_variant(kernel: str) -> str:
-    """``...aarch64+64k`` is built against the DTK's ``...aarch64`` kernel-devel (the DTK's release
-    file names only the base and RT kernels)."""
-    base, sep, variant = kernel.partition("+")
-    return base if sep and variant != "rt" else kernel
 
 
 def with_registry_answers(entries: list[PlanEntry], checker: RegistryChecker) -> list[PlanEntry]:

@@ -561,30 +561,6 @@ def replace_nodes(snap, nodes):
     return replace(snapshot(nodes), upcoming=snap.upcoming)
 
 
-@pytest.mark.parametrize("kernel,flavour", [
-    ("5.14.0-427.40.1.el9_4.x86_64", ("x86_64", "")),
-    ("5.14.0-427.40.1.el9_4.aarch64+64k", ("aarch64", "64k")),
-    ("5.14.0-427.40.1.el9_4.x86_64+rt", ("x86_64", "rt")),
-    ("4.18.0-372.16.1.rt7.173.el8_6.x86_64", ("x86_64", "rt")),
-])
-def test_kernel_flavour(kernel, flavour):
-    from kmm_dtk.core.plan import kernel_flavour
-    assert kernel_flavour(kernel) == flavour
-
-
-@pytest.mark.parametrize("kernel,expected", [
-    ("4.18.0-372.16.1.rt7.173.el8_6.x86_64", True),
-    ("5.14.0-284.25.1.rt14.310.el9_2.x86_64", True),
-    ("6.12.0-55.9.1.el10_0.x86_64+rt", True),
-    ("5.14.0-427.40.1.el9_4.x86_64", False),
-    ("5.14.0-427.40.1.el9_4.x86_64+64k", False),
-    ("4.18.0-305.49.1.el8_4.x86_64", False),
-])
-def test_is_realtime(kernel, expected):
-    from kmm_dtk.core.plan import is_realtime
-    assert is_realtime(kernel) is expected
-
-
 @pytest.mark.parametrize("data, fragment", [
     ({1: "x"}, "data key 1 is not a string (int"),
     ({"dockerfile": DOCKERFILE, True: "x"}, "data key True is not a string (bool"),
