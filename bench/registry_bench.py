@@ -29,7 +29,7 @@ from kmm_dtk.registry.image import image_config
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.release import DtkInspector
 from kmm_dtk.registry.tls import TrustStore
-from kmm_dtk.registry.verdicts import ImageState
+from kmm_dtk.core.verdicts import ImageState
 from tests.support.registry import RegistryServer, push_image
 
 KERNEL = "5.14.0-570.27.1.el9_6.x86_64"

@@ -7,7 +7,8 @@ import json
 import os
 import sys
 import uuid
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
@@ -151,10 +152,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         for flag, address in (("--metrics-bind-address", args.metrics_bind_address),
                               ("--health-probe-bind-address", args.health_probe_bind_address)):
-            bound.append(bind_address(address))
-    except BindAddressError as err:
-        print(f"kmm-dtk run: {flag}: {err}", file=sys.stderr)
-        return EXIT_USAGE
+            try:
+                bound.append(bind_address(address))
+            except BindAddressError as err:
+                print(f"kmm-dtk run: {flag}: {err}", file=sys.stderr)
+                return EXIT_USAGE
     finally:
         for sock in bound:
             sock.close()
@@ -263,7 +265,8 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 def _check_registry(result: ClusterPlan, objects, args: argparse.Namespace) -> ClusterPlan:
     from dataclasses import replace
 
-    from kmm_dtk.registry.check import RegistryChecker, with_registry_answers
+    from kmm_dtk.core.decision import with_registry_answers
+    from kmm_dtk.registry.check import RegistryChecker
     from kmm_dtk.registry.client import RegistryClient
     from kmm_dtk.registry.mirrors import MirrorPolicy
 
@@ -282,7 +285,8 @@ def _check_registry(result: ClusterPlan, objects, args: argparse.Namespace) -> C
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
+        # every column but the last is padded: zip stops at the shorter row[:-1]
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)] + [row[-1]]
         out.write("  ".join(cells).rstrip() + "\n")
 
 

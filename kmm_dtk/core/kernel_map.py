@@ -8,9 +8,13 @@ to carry the newest toolchain. Unlike KMM, an entry disappears when no node runs
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kmm_dtk.core.versions import NodeVersions, RhcosVersion
+
+Labels = Mapping[str, str]
+_NO_LABELS: Labels = {}
 
 _ABSENT = object()  # "no entry", distinct from an entry whose RHCOS is unknown (None)
 
@@ -31,10 +35,13 @@ class KernelEntry:
 
 
 class KernelMap:
-    """Thread-safe kernel -> RHCOS map fed by node add/update/delete.
+    """Thread-safe kernel -> RHCOS map fed by node add/update/delete, with the labels of the nodes
+    running each kernel (what a Module's selector is matched against).
 
-    Every mutator returns the kernels whose entry appeared, disappeared or changed RHCOS, which is
-    exactly what the node reconciler needs to decide which Modules to enqueue.
+    Both live under one lock because they are one fact: planning must see the nodes that fed the
+    map, never a kernel whose nodes are known but whose RHCOS is not yet (or the reverse). Every
+    mutator returns the kernels whose entry appeared, disappeared or changed RHCOS, which is exactly
+    what the node reconciler needs to decide which Modules to enqueue.
     """
 
     def __init__(self) -> None:
@@ -42,17 +49,17 @@ class KernelMap:
         self._by_node: dict[str, NodeVersions] = {}
         self._by_kernel: dict[str, dict[str, NodeVersions]] = {}
         self._winner: dict[str, RhcosVersion | None] = {}
+        self._labels: dict[str, Labels] = {}  # node -> labels, for the nodes in _by_node
 
-    def upsert(self, node: NodeVersions) -> set[str]:
-        """Record a node's current versions (a node without a kernel is treated as removed)."""
+    def upsert(self, node: NodeVersions, labels: Labels = _NO_LABELS) -> set[str]:
+        """Record a node's current versions and labels (a node without a kernel is treated as removed)."""
         with self._lock:
             old = self._by_node.get(node.name)
             affected = {k for k in (old.kernel if old else None, node.kernel) if k is not None}
             before = {k: self._winner.get(k, _ABSENT) for k in affected}
             self._detach_locked(node.name)
             if node.kernel is not None:
-                self._by_node[node.name] = node
-                self._by_kernel.setdefault(node.kernel, {})[node.name] = node
+                self._attach_locked(node, labels)
                 self._winner[node.kernel] = self._best(node.kernel)
             return self._changed_locked(before)
 
@@ -65,19 +72,22 @@ class KernelMap:
             self._detach_locked(node_name)
             return self._changed_locked(before)
 
-    def replace_all(self, nodes: list[NodeVersions]) -> set[str]:
-        """Swap in a complete set of nodes (after a relist); returns every kernel that changed."""
+    def replace_all(self, nodes: Iterable[NodeVersions | tuple[NodeVersions, Labels]]) -> set[str]:
+        """Swap in a complete set of nodes, each with its labels or without (after a relist, or on a
+        takeover), in one step; returns every kernel that changed."""
+        latest: dict[str, tuple[NodeVersions, Labels]] = {}
+        for item in nodes:  # a name listed twice: the last one counts
+            node, labels = item if isinstance(item, tuple) else (item, _NO_LABELS)
+            latest[node.name] = (node, labels)
         with self._lock:
             before: dict[str, object] = dict(self._winner)
             self._by_node.clear()
             self._by_kernel.clear()
             self._winner.clear()
-            latest = {node.name: node for node in nodes}  # a name listed twice: the last one counts
-            for node in latest.values():
-                if node.kernel is None:
-                    continue
-                self._by_node[node.name] = node
-                self._by_kernel.setdefault(node.kernel, {})[node.name] = node
+            self._labels.clear()
+            for node, labels in latest.values():
+                if node.kernel is not None:
+                    self._attach_locked(node, labels)
             for kernel in self._by_kernel:
                 self._winner[kernel] = self._best(kernel)
             for kernel in self._winner:
@@ -98,6 +108,15 @@ class KernelMap:
         with self._lock:
             return dict(self._winner)
 
+    def kernels(self) -> list[str]:
+        with self._lock:
+            return sorted(self._winner)
+
+    def labels_running(self, kernel: str, exclude: str | None = None) -> list[Labels]:
+        """The labels of every node running ``kernel`` (but ``exclude``)."""
+        with self._lock:
+            return [self._labels[n] for n in self._by_kernel.get(kernel, ()) if n != exclude]
+
     def kernel_of(self, node_name: str) -> str | None:
         with self._lock:
             node = self._by_node.get(node_name)
@@ -115,7 +134,14 @@ class KernelMap:
         candidates = tuple(sorted({n.rhcos for n in nodes.values() if n.rhcos is not None}, reverse=True))
         return KernelEntry(kernel, self._winner[kernel], frozenset(nodes), reasons, candidates)
 
+    def _attach_locked(self, node: NodeVersions, labels: Labels) -> None:
+        assert node.kernel is not None
+        self._by_node[node.name] = node
+        self._by_kernel.setdefault(node.kernel, {})[node.name] = node
+        self._labels[node.name] = labels
+
     def _detach_locked(self, node_name: str) -> None:
+        self._labels.pop(node_name, None)
         old = self._by_node.pop(node_name, None)
         if old is None or old.kernel is None:
             return

@@ -1,5 +1,6 @@
-"""The answers of the registry checks, kept apart from the client so the reconciler and
-``--assume-missing`` can use them without any registry code."""
+"""The answers of the registry checks, as plain values: the decision that follows them
+(:mod:`kmm_dtk.core.decision`) is pure and shared by the operator and ``plan --check-registry``,
+and ``--assume-missing`` answers without any registry code."""
 
 from __future__ import annotations
 

@@ -41,11 +41,6 @@ class Cache:
     def by_index(self, name: str, value: str) -> list[Any]:
         return [obj for informer in self.informers for obj in informer.store.by_index(name, value)]
 
-    def index_values(self, name: str) -> set[str]:
-        return {v for informer in self.informers for v in informer.store.index_values(name)}
-
-    def synced(self) -> bool:
-        return all(i.has_synced() for i in self.informers)
 
 
 def module_configmap_index(module: Mapping[str, Any]) -> list[str]:
@@ -77,59 +72,14 @@ def module_key(module: Mapping[str, Any]) -> str:
     return f"{meta['namespace']}/{meta['name']}"
 
 
-class NodeTable:
-    """The nodes as the node reconciler has applied them: name -> (kernel, labels), by kernel.
-
-    Planning reads this, not the informer's cache, so that a Module is planned against the same
-    nodes that fed the kernel -> RHCOS map: the cache runs ahead of the reconciler, and a kernel
-    seen in the cache but not yet in the map would look like a node with no RHCOS.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._nodes: dict[str, tuple[str | None, Mapping[str, str]]] = {}
-        self._by_kernel: dict[str, set[str]] = {}
-
-    def put(self, name: str, kernel: str | None, labels: Mapping[str, str]) -> None:
-        with self._lock:
-            self._remove_locked(name)
-            self._nodes[name] = (kernel, labels)
-            if kernel:
-                self._by_kernel.setdefault(kernel, set()).add(name)
-
-    def remove(self, name: str) -> None:
-        with self._lock:
-            self._remove_locked(name)
-
-    def replace(self, nodes: Iterable[tuple[str, str | None, Mapping[str, str]]]) -> None:
-        with self._lock:
-            self._nodes.clear()
-            self._by_kernel.clear()
-        for name, kernel, labels in nodes:
-            self.put(name, kernel, labels)
-
-    def kernels(self) -> list[str]:
-        with self._lock:
-            return sorted(self._by_kernel)
-
-    def labels_running(self, kernel: str, exclude: str | None = None) -> list[Mapping[str, str]]:
-        with self._lock:
-            return [self._nodes[n][1] for n in self._by_kernel.get(kernel, ()) if n != exclude]
-
-    def _remove_locked(self, name: str) -> None:
-        old = self._nodes.pop(name, None)
-        if old and old[0]:
-            names = self._by_kernel.get(old[0])
-            if names is not None:
-                names.discard(name)
-                if not names:
-                    del self._by_kernel[old[0]]
-
-
 class _NodesByKernel(Mapping[str, Iterable[Mapping[str, str]]]):
-    """kernel -> labels of the nodes running it, read lazily from the node table."""
+    """kernel -> labels of the nodes running it, read lazily from the kernel map.
 
-    def __init__(self, table: NodeTable) -> None:
+    Planning reads the map, not the informer's cache, so that a Module is planned against the same
+    nodes that fed the kernel -> RHCOS entries: the cache runs ahead of the node reconciler, and a
+    kernel seen in the cache but not yet in the map would look like a node with no RHCOS."""
+
+    def __init__(self, table: KernelMap) -> None:
         self._table = table
         self._kernels = table.kernels()
 
@@ -172,7 +122,6 @@ class ClusterView:
         self.imagestreams = imagestreams
         self.builds = builds
         self.kernel_map = kernel_map
-        self.node_table = NodeTable()
         self.dtk_ref = dtk_ref
         self._dtk_lock = threading.Lock()
         self._dtk_cached: tuple[Any, DtkIndex | None] = (None, None)
@@ -194,7 +143,7 @@ class ClusterView:
 
     def snapshot(self) -> ClusterSnapshot:
         return ClusterSnapshot(
-            nodes_by_kernel=_NodesByKernel(self.node_table),
+            nodes_by_kernel=_NodesByKernel(self.kernel_map),
             kernels=self.kernel_map.entries(),
             dtk=self.dtk(),
             dtk_ref=self.dtk_ref,
@@ -202,16 +151,11 @@ class ClusterView:
             upcoming=self._upcoming,
         )
 
-    def modules_selecting(self, label_sets: Iterable[Mapping[str, str]]) -> set[str]:
-        label_sets = list(label_sets)
-        return {module_key(m) for m in self.modules.list()
-                if any(selects(selector_of(m), labels) for labels in label_sets)}
-
     def modules_for_kernels(self, kernels: Iterable[str]) -> set[str]:
         """Modules that select at least one node running one of ``kernels``."""
         kernels = set(kernels)
         if not kernels:
             return set()
-        running = [labels for k in kernels for labels in self.node_table.labels_running(k)]
+        running = [labels for k in kernels for labels in self.kernel_map.labels_running(k)]
         return {module_key(m) for m in self.modules.list()
                 if (selector := selector_of(m)) is not None and any(selects(selector, labels) for labels in running)}

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.operator.resources import EVENTS
-from kmm_dtk.operator.status import EventSpec, now_rfc3339
+from kmm_dtk.operator.status import EventSpec, EventType, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ class EventRecorder:
             fields = {"module_": f"{namespace}/{meta['name']}", "reason": event.reason, "type": event.type}
         else:
             fields = {"object": f"{obj.get('kind')}/{meta['name']}", "reason": event.reason, "type": event.type}
-        log.log(logging.WARNING if event.type == "Warning" else logging.INFO, event.message,
+        kind = EventType(event.type)
+        fields["type"] = kind.value
+        log.log(logging.WARNING if kind is EventType.WARNING else logging.INFO, event.message,
                 extra={**fields, "event": True})
         if self.dry_run:
             return
@@ -57,7 +60,7 @@ class EventRecorder:
                                **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
             "reason": event.reason,
             "message": event.message[:1024],
-            "type": event.type,
+            "type": kind.value,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": self.instance,

@@ -13,7 +13,7 @@ import threading
 from typing import Any, Sequence
 
 from kmm_dtk.operator.caches import Cache
-from kmm_dtk.operator.status import WARNING, EventSpec
+from kmm_dtk.operator.status import EventSpec, EventType
 from kmm_dtk.registry.mirrors import MirrorPolicy
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class MirrorWatch:
             log.info("mirror policy updated", extra={"rules": policy.describe()})
             reports = self._new_reports(objects, problems)
         for obj, text in reports:  # API calls outside the lock that every check takes
-            self.recorder.emit(obj, EventSpec(WARNING, "InvalidMirrorSet", f"entries skipped, the others apply: {text}"))
+            self.recorder.emit(obj, EventSpec(EventType.WARNING, "InvalidMirrorSet", f"entries skipped, the others apply: {text}"))
         return policy
 
     def _new_reports(self, objects: list[Any], problems: list[str]) -> list[tuple[Any, str]]:

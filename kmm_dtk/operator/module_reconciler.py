@@ -30,18 +30,13 @@ from kmm_dtk.operator.builds import (
 from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.resources import BUILDS, MODULES
-from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
+from kmm_dtk.core.decision import decide
+from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.operator.status import (
     DONE_PHASES,
-    SUCCEEDED,
-    WAITING,
-    ERROR,
-    EXISTS,
-    FAILED,
-    NORMAL,
-    PENDING,
-    WARNING,
     EventSpec,
+    EventType,
+    Phase,
     conditions,
     error_entries,
     kernel_record,
@@ -83,13 +78,15 @@ class AssumeMissing:
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class _KernelResult:
+    """One kernel's status record, and the Events its reconcile deserves."""
+
     record: dict[str, Any]
     events: tuple[EventSpec, ...] = ()
 
     @property
     def waiting(self) -> bool:
-        return self.record.get("phase") == WAITING
+        return self.record.get("phase") == Phase.WAITING
 
 
 _MERGED_REASONS = ("BuildimageCreated", "BuildimageCancelled")
@@ -149,7 +146,7 @@ class ModuleReconciler:
                 secret_problems.update(dict.fromkeys(self.checker.auth_problems(entry)))
                 outcome = self._ensure_build(module, entry, previous.get(entry.kernel), builds)
             elif entry.action is Action.ERROR and entry.kernel is not None:
-                outcome = _Outcome(kernel_record(entry, ERROR, entry.reason, previous=previous.get(entry.kernel)))
+                outcome = _KernelResult(kernel_record(entry, Phase.ERROR, entry.reason, previous=previous.get(entry.kernel)))
             else:
                 continue  # skips (no mapping, no build section) and Module-wide errors have no kernel record
             records.append(outcome.record)
@@ -174,7 +171,7 @@ class ModuleReconciler:
     # -- builds ----------------------------------------------------------------------------------
 
     def _ensure_build(self, module: Mapping[str, Any], entry: PlanEntry, previous: Mapping[str, Any] | None,
-                      builds: list[Mapping[str, Any]]) -> _Outcome:
+                      builds: list[Mapping[str, Any]]) -> _KernelResult:
         assert entry.kernel is not None and entry.hash is not None
         name = build_name(module["metadata"]["name"], entry.kernel, entry.hash)
         mine = [b for b in builds if build_kernel(b) == entry.kernel]
@@ -185,33 +182,33 @@ class ModuleReconciler:
 
         if current is not None:
             phase = phase_of_build(build_phase(current))
-            if phase == SUCCEEDED and (not previous or previous.get("phase") != SUCCEEDED):
+            if phase == Phase.SUCCEEDED and (not previous or previous.get("phase") != Phase.SUCCEEDED):
                 self.checker.invalidate(entry.image or "")  # the registry's answer changed: ask again
             message = (current.get("status") or EMPTY).get("message") or _phase_message(name, build_phase(current))
-            if phase == FAILED:
+            if phase == Phase.FAILED:
                 message = (f"Build {name} {build_phase(current).lower()}: {message}; not retried until its inputs "
                            "change or spec.imageRebuildTriggerGeneration is bumped")
-            return _Outcome(kernel_record(entry, phase, message, name, previous), tuple(events))
+            return _KernelResult(kernel_record(entry, phase, message, name, previous), tuple(events))
         if previous and previous.get("hash") == entry.hash and previous.get("phase") in DONE_PHASES:
-            return _Outcome(dict(previous), tuple(events))  # already built from these very inputs
-        image = self.checker.check(entry)
-        if image.exists:
-            return _Outcome(kernel_record(entry, EXISTS, image.message, "", previous), tuple(events))
-        if image.state is ImageState.UNKNOWN:
-            return _Outcome(kernel_record(entry, WAITING, f"not built: {image.message}; asking again later", "",
-                                          previous, reason="RegistryUnavailable"), tuple(events))
-        dtk = self.checker.check_dtk(entry)
-        if dtk.state is DtkState.MISMATCH:
-            if not previous or previous.get("message") != dtk.message:
-                events.append(EventSpec(WARNING, "DTKKernelMismatch", f"kernel {entry.kernel}: {dtk.message}"))
-            return _Outcome(kernel_record(entry, ERROR, dtk.message, "", previous, reason="DTKKernelMismatch"),
-                            tuple(events))
-        if dtk.state is DtkState.UNVERIFIED:
+            return _KernelResult(dict(previous), tuple(events))  # already built from these very inputs
+        decision = decide(entry, self.checker)  # the same ladder as `kmm-dtk plan --check-registry`
+        decided, image = decision.entry, decision.image
+        if decided.action is Action.SKIP:
+            return _KernelResult(kernel_record(entry, Phase.EXISTS, decided.reason, "", previous), tuple(events))
+        if decided.action is Action.WAIT:
+            return _KernelResult(kernel_record(entry, Phase.WAITING, f"not built: {decided.reason}; asking again later",
+                                               "", previous, reason=decided.reason_code.value), tuple(events))
+        if decided.action is Action.ERROR:
+            if not previous or previous.get("message") != decided.reason:
+                events.append(EventSpec(EventType.WARNING, decided.reason_code.value,
+                                        f"kernel {entry.kernel}: {decided.reason}"))
+            return _KernelResult(kernel_record(entry, Phase.ERROR, decided.reason, "", previous,
+                                               reason=decided.reason_code.value), tuple(events))
+        if decision.unverified_dtk:
             log.warning("building on a DTK whose kernel cannot be verified",
-                        extra={"module_": entry.module, "kernel": entry.kernel, "reason": dtk.message})
-        if dtk.state is DtkState.UNKNOWN:
-            return _Outcome(kernel_record(entry, WAITING, f"not built: {dtk.message}; asking again later", "",
-                                          previous, reason="RegistryUnavailable"), tuple(events))
+                        extra={"module_": entry.module, "kernel": entry.kernel,
+                               "reason": decision.dtk.message if decision.dtk else ""})
+        assert image is not None
         try:
             events.extend(self._create(module, entry, name, image))
         except ApiError as err:
@@ -220,11 +217,11 @@ class ModuleReconciler:
             # The API refuses this Build as written or for this operator: retrying will not help.
             message = f"Build {name} was refused by the API server ({err.status} {err.reason}): {err.message}"
             if not previous or previous.get("message") != message:
-                events.append(EventSpec(WARNING, "BuildimageRefused", message))
-            return _Outcome(kernel_record(entry, ERROR, message, name, previous, reason="BuildRefused"),
+                events.append(EventSpec(EventType.WARNING, "BuildimageRefused", message))
+            return _KernelResult(kernel_record(entry, Phase.ERROR, message, name, previous, reason="BuildRefused"),
                             tuple(events))
         message = f"dry run: Build {name} not created" if self.dry_run else _phase_message(name, "New")
-        return _Outcome(kernel_record(entry, PENDING, message, name, previous), tuple(events))
+        return _KernelResult(kernel_record(entry, Phase.PENDING, message, name, previous), tuple(events))
 
     def _create(self, module: Mapping[str, Any], entry: PlanEntry, name: str, image: ImageCheck) -> list[EventSpec]:
         body = build_object(entry, thaw(module))
@@ -244,7 +241,7 @@ class ModuleReconciler:
         dtk = f" on DTK {entry.dtk_image}" if entry.dtk_image else ""
         ahead = f" ahead of the upgrade to release {entry.release}" if entry.release else ""
         why = f" ({image.message})" if image.state is ImageState.OUTDATED else ""
-        return [EventSpec(NORMAL, "BuildimageCreated",
+        return [EventSpec(EventType.NORMAL, "BuildimageCreated",
                           f"Build {name} created for kernel {entry.kernel}{ahead}{dtk}{why}")]
 
     def _delete_superseded(self, module: Mapping[str, Any], stale: Mapping[str, Any],
@@ -264,7 +261,7 @@ class ModuleReconciler:
             return []
         log.info("superseded Build deleted", extra=fields)
         if build_phase(stale) in ACTIVE_PHASES:
-            return [EventSpec(NORMAL, "BuildimageCancelled",
+            return [EventSpec(EventType.NORMAL, "BuildimageCancelled",
                               f"Build {meta['name']} cancelled: its inputs changed (new plan hash {entry.hash})")]
         return []
 

@@ -41,7 +41,7 @@ class NodeReconciler:
     def _modules_whose_kernels_changed(self, name: str, previous: _Seen | None, current: _Seen | None) -> set[str]:
         """Modules selecting this node (before or after) whose set of kernels this change alters: a
         kernel gained that no other node they select runs, or one lost that no other still runs."""
-        table = self.view.node_table
+        table = self.view.kernel_map
         others = {k: table.labels_running(k, exclude=name)  # read once, not once per Module
                   for k in {previous.kernel if previous else None, current.kernel if current else None} if k}
         found = set()
@@ -68,10 +68,9 @@ class NodeReconciler:
         versions = []
         for node in self.view.nodes.list():
             v = versions_of(node.name, node.kernel_version, node.os_image, node.labels)
-            versions.append(v)
+            versions.append((v, node.labels))
             seen[node.name] = _Seen(v.kernel, str(v.rhcos) if v.rhcos else None, node.labels)
         self.view.kernel_map.replace_all(versions)
-        self.view.node_table.replace((n, s.kernel, s.labels) for n, s in seen.items())
         with self._lock:
             self._seen = seen
         log.info("kernel map primed", extra={"nodes": len(seen), "kernels": len(self.view.kernel_map)})
@@ -82,7 +81,6 @@ class NodeReconciler:
             previous = self._seen.get(name)
         if node is None:
             changed = self.view.kernel_map.remove(name)
-            self.view.node_table.remove(name)
             with self._lock:
                 self._seen.pop(name, None)
             current = None
@@ -90,9 +88,8 @@ class NodeReconciler:
             versions = versions_of(node.name, node.kernel_version, node.os_image, node.labels)
             if versions.reason:
                 log.warning("node versions unreadable", extra={"node": name, "reason": versions.reason})
-            changed = self.view.kernel_map.upsert(versions)
+            changed = self.view.kernel_map.upsert(versions, node.labels)
             current = _Seen(versions.kernel, str(versions.rhcos) if versions.rhcos else None, node.labels)
-            self.view.node_table.put(name, versions.kernel, node.labels)
             with self._lock:
                 self._seen[name] = current
             if previous == current and not changed:

@@ -130,6 +130,9 @@ class _Unavailable(Exception):
     """The API did not say: keep what is in force."""
 
 
+_FIRST_READ_WAIT = 15.0  # seconds a check waits for the first read of the cluster's CAs
+
+
 class ClusterTrust:
     """Keeps ``client.trust`` = the base trust store (system CAs, ``--ca-file``) plus the per-registry
     CAs of ``image.config.openshift.io/cluster`` ``spec.additionalTrustedCA`` (a ConfigMap in
@@ -146,19 +149,35 @@ class ClusterTrust:
         self.ttl, self.retry, self.clock = ttl, retry, clock
         self._next_read = 0.0
         self._applied: Mapping[str, str] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below, never held across a request
+        self._reading = False
+        self._first_read = threading.Event()
         self.insecure_registries: frozenset[str] = frozenset()
 
     def refresh(self) -> None:
+        """Re-read when due. One caller reads (outside the lock); the others go on with what is in
+        force, except before the first read has finished, which they wait for (bounded)."""
         with self._lock:
-            if self.clock() < self._next_read:
-                return
-            try:
-                per_host, insecure = self._load()
-            except _Unavailable as err:
-                log.warning("registry CAs not re-read; the ones in force stay", extra={"error": str(err)})
+            due = not self._reading and self.clock() >= self._next_read
+            if due:
+                self._reading = True
+        if not due:
+            if not self._first_read.is_set():
+                self._first_read.wait(_FIRST_READ_WAIT)
+            return
+        try:
+            self._apply(*self._load())
+        except _Unavailable as err:
+            log.warning("registry CAs not re-read; the ones in force stay", extra={"error": str(err)})
+            with self._lock:
                 self._next_read = self.clock() + self.retry
-                return
+        finally:
+            with self._lock:
+                self._reading = False
+            self._first_read.set()
+
+    def _apply(self, per_host: dict[str, str], insecure: frozenset[str]) -> None:
+        with self._lock:
             self._next_read = self.clock() + self.ttl
             if insecure != self.insecure_registries:
                 log.info("insecure registries updated", extra={"registries": sorted(insecure)})

@@ -9,15 +9,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any, Iterable, Mapping
 
 from kmm_dtk.core.plan import Action, PlanEntry
 
-PENDING, BUILDING, SUCCEEDED, FAILED, EXISTS, ERROR = "Pending", "Building", "Succeeded", "Failed", "Exists", "Error"
-WAITING = "Waiting"  # the registry gave no definite answer: nothing built, asked again later
-DONE_PHASES = frozenset({SUCCEEDED, EXISTS})
 
-NORMAL, WARNING = "Normal", "Warning"
+class Phase(str, Enum):
+    """A kernel's phase in ``status.kernels[].phase``."""
+
+    PENDING = "Pending"  # Build created, not running yet
+    BUILDING = "Building"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"  # not retried until its inputs change
+    EXISTS = "Exists"  # the image is in the registry already: nothing to build
+    ERROR = "Error"  # the plan or the API refused it (the message says why)
+    WAITING = "Waiting"  # the registry gave no definite answer: nothing built, asked again later
+
+
+DONE_PHASES = frozenset({Phase.SUCCEEDED.value, Phase.EXISTS.value})  # values, as read back from status
+
+
+class EventType(str, Enum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
 UNUSABLE_PULL_SECRET = "UnusablePullSecret"  # Degraded reason and Event: a pull Secret left out
 
 
@@ -27,22 +44,22 @@ def now_rfc3339() -> str:
 
 @dataclass(frozen=True)
 class EventSpec:
-    type: str
+    type: EventType
     reason: str
     message: str
 
 
-def phase_of_build(build_phase: str) -> str:
+def phase_of_build(build_phase: str) -> Phase:
     if build_phase == "Complete":
-        return SUCCEEDED
+        return Phase.SUCCEEDED
     if build_phase in ("Failed", "Error", "Cancelled"):
-        return FAILED
+        return Phase.FAILED
     if build_phase in ("Pending", "Running"):
-        return BUILDING
-    return PENDING
+        return Phase.BUILDING
+    return Phase.PENDING
 
 
-def kernel_record(entry: PlanEntry, phase: str, message: str, build_name: str = "",
+def kernel_record(entry: PlanEntry, phase: Phase | str, message: str, build_name: str = "",
                   previous: Mapping[str, Any] | None = None, now: str | None = None, reason: str = "") -> dict[str, Any]:
     record = {
         "kernel": entry.kernel or "",
@@ -50,7 +67,7 @@ def kernel_record(entry: PlanEntry, phase: str, message: str, build_name: str = 
         "dtkImage": entry.dtk_image or "",
         "image": entry.image or "",
         "hash": entry.hash or "",
-        "phase": phase,
+        "phase": Phase(phase).value,
         "reason": reason,
         "release": entry.release or "",
         "buildName": build_name,
@@ -89,10 +106,10 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
     previous_by_type = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
     records = list(records)
     errors = list(errors)
-    failed = [r for r in records if r["phase"] == FAILED]
-    progressing = [r for r in records if r["phase"] in (PENDING, BUILDING, WAITING)]
+    failed = [r for r in records if r["phase"] == Phase.FAILED]
+    progressing = [r for r in records if r["phase"] in (Phase.PENDING, Phase.BUILDING, Phase.WAITING)]
     planned_error_kernels = {e.kernel for e in errors}
-    refused = [r for r in records if r["phase"] == ERROR and r["kernel"] not in planned_error_kernels]
+    refused = [r for r in records if r["phase"] == Phase.ERROR and r["kernel"] not in planned_error_kernels]
 
     if errors:
         first = errors[0]
@@ -110,7 +127,7 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
         degraded = (True, UNUSABLE_PULL_SECRET, "; ".join(notes))
 
     if progressing:
-        waiting = all(r["phase"] == WAITING for r in progressing)
+        waiting = all(r["phase"] == Phase.WAITING for r in progressing)
         prog = (True, "WaitingForRegistry" if waiting else "Building",
                 ", ".join(f"{r['kernel']} ({r['phase'].lower()})" for r in progressing))
     else:
@@ -156,20 +173,20 @@ def transition_events(previous: Mapping[str, Mapping[str, Any]], records: Iterab
         if old.get("phase") == record["phase"] and old.get("hash") == record.get("hash"):
             continue
         build = record.get("buildName", "")
-        if record["phase"] == SUCCEEDED:
-            events.append(EventSpec(NORMAL, "BuildimageSucceeded",
+        if record["phase"] == Phase.SUCCEEDED:
+            events.append(EventSpec(EventType.NORMAL, "BuildimageSucceeded",
                                     f"Build {build} succeeded: {record.get('image')} for kernel {record['kernel']}"))
-        elif record["phase"] == FAILED:
-            events.append(EventSpec(WARNING, "BuildimageFailed",
+        elif record["phase"] == Phase.FAILED:
+            events.append(EventSpec(EventType.WARNING, "BuildimageFailed",
                                     f"kernel {record['kernel']}: {record.get('message', '')}"))
     old_degraded = next((c for c in previous_conditions if c.get("type") == "Degraded"), {})
     for entry in errors:
         message = _describe(entry)
         if old_degraded.get("status") == "True" and message in str(old_degraded.get("message", "")):
             continue  # already reported
-        events.append(EventSpec(WARNING, entry.reason_code.value, message))
+        events.append(EventSpec(EventType.WARNING, entry.reason_code.value, message))
     for note in secret_notes(secret_problems):
         if old_degraded.get("status") == "True" and note in str(old_degraded.get("message", "")):
             continue
-        events.append(EventSpec(WARNING, UNUSABLE_PULL_SECRET, note))
+        events.append(EventSpec(EventType.WARNING, UNUSABLE_PULL_SECRET, note))
     return events

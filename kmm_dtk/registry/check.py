@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from typing import Any, Callable, Collection
 
 from kmm_dtk.core.kernel import DEFAULT_PLATFORM, Kernel
 from kmm_dtk.core.module import RegistryTLS
-from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
+from kmm_dtk.core.plan import IMAGE_HASH_LABEL, PlanEntry
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.client import LinkAuth, RegistryClient, RegistryError
@@ -26,7 +25,7 @@ from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.release import DtkInspector
 from kmm_dtk.registry.tls import TLSPolicy
-from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
+from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 
 log = logging.getLogger(__name__)
 
@@ -275,33 +274,3 @@ class RegistryChecker:
                         f"DTK {entry.dtk_image} (RHCOS {entry.rhcos or 'unknown'}) is for kernel "
                         f"{' / '.join(offered)}, not {entry.kernel} ({kernels.source}); a driver built on it would "
                         "not load: fix or re-import the driver-toolkit ImageStream tag")
-
-
-def with_registry_answers(entries: list[PlanEntry], checker: RegistryChecker) -> list[PlanEntry]:
-    """The plan as the operator would carry it out: images that exist and are up to date (or were
-    built elsewhere) are skipped, outdated ones rebuilt, a wrong DTK refused, silence waited out."""
-    answered: list[PlanEntry] = []
-    for entry in entries:
-        if entry.action is not Action.BUILD:
-            answered.append(entry)
-            continue
-        image = checker.check(entry)
-        if image.exists:
-            answered.append(replace(entry, action=Action.SKIP, reason_code=Reason.IMAGE_EXISTS, reason=image.message))
-            continue
-        if image.state is ImageState.UNKNOWN:
-            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
-                                    reason=image.message))
-            continue
-        dtk = checker.check_dtk(entry)
-        if dtk.state is DtkState.MISMATCH:
-            answered.append(replace(entry, action=Action.ERROR, reason_code=Reason.DTK_KERNEL_MISMATCH,
-                                    reason=dtk.message))
-        elif dtk.state is DtkState.UNKNOWN:
-            answered.append(replace(entry, action=Action.WAIT, reason_code=Reason.REGISTRY_UNAVAILABLE,
-                                    reason=dtk.message))
-        elif image.state is ImageState.OUTDATED:
-            answered.append(replace(entry, reason_code=Reason.IMAGE_OUTDATED, reason=image.message))
-        else:
-            answered.append(entry)  # missing; a DTK that names no kernel is built on, as by the operator
-    return answered

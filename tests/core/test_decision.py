@@ -1,4 +1,4 @@
-"""How registry answers turn a plan into what the operator will do (pure: a stub answers)."""
+"""The decision ladder: how registry answers turn a plan into what is done (pure: a stub answers)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from kmm_dtk.core.plan import Action, PlanEntry, Reason
-from kmm_dtk.registry.check import with_registry_answers
-from kmm_dtk.registry.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
+from kmm_dtk.core.decision import with_registry_answers
+from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 
 
 @dataclass

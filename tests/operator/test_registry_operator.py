@@ -354,7 +354,7 @@ def _k84_entry(reg):
 def test_cluster_trust_follows_additional_trusted_ca(api, reg, cluster_config):
     """image.config.openshift.io/cluster names a ConfigMap in openshift-config whose keys are registry
     hosts (``host..port``); once read, connections to that registry trust its CA."""
-    from kmm_dtk.registry.verdicts import ImageState
+    from kmm_dtk.core.verdicts import ImageState
 
     name = unique_name("registry-cas")
     host, port = reg.registry.host.split(":")
@@ -372,7 +372,7 @@ def test_cluster_trust_follows_additional_trusted_ca(api, reg, cluster_config):
 
 def test_cluster_trust_has_the_internal_registry_ca(api, reg, cluster_config):
     """openshift-image-registry/image-registry-certificates: the service CA node-ca gives the nodes."""
-    from kmm_dtk.registry.verdicts import ImageState
+    from kmm_dtk.core.verdicts import ImageState
 
     host, port = reg.registry.host.split(":")
     cluster_config["configmap"]("openshift-image-registry", "image-registry-certificates",
@@ -385,7 +385,7 @@ def test_cluster_trust_has_the_internal_registry_ca(api, reg, cluster_config):
 
 
 def test_insecure_registries_of_the_cluster_reach_the_checks(api, reg, registry_plain, cluster_config):
-    from kmm_dtk.registry.verdicts import ImageState
+    from kmm_dtk.core.verdicts import ImageState
 
     cluster_config["image"]({"registrySources": {"insecureRegistries": [registry_plain.host, "*.example.com"]}})
     push_image(registry_plain, reg.repository(), K84, labels={IMAGE_HASH_LABEL: "x" * 20})
@@ -398,7 +398,7 @@ def test_insecure_registries_of_the_cluster_reach_the_checks(api, reg, registry_
 
 
 def test_cluster_trust_keeps_its_cas_while_the_api_fails(proxied_api, fault_proxy, reg, cluster_config):
-    from kmm_dtk.registry.verdicts import ImageState
+    from kmm_dtk.core.verdicts import ImageState
 
     class Clock:
         now = 0.0

@@ -17,7 +17,7 @@ from kmm_dtk.registry.check import RegistryChecker, UnreachableRegistries
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.registry.transport import Transport
-from kmm_dtk.registry.verdicts import ImageState
+from kmm_dtk.core.verdicts import ImageState
 from tests.support.objects import unique_name
 
 KERNEL = "5.14.0-570.27.1.el9_6.x86_64"

@@ -14,7 +14,7 @@ from kmm_dtk.registry.check import RegistryChecker
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.tls import TrustStore
-from kmm_dtk.registry.verdicts import DtkState, ImageState
+from kmm_dtk.core.verdicts import DtkState, ImageState
 from tests.support.loopback import CountingListener
 from tests.support.objects import unique_name
 from tests.support.registry import dtk_release_files, push_image

@@ -18,7 +18,7 @@ from kmm_dtk.registry.check import RegistryChecker
 from kmm_dtk.registry.client import LinkAuth, Presence, RegistryClient
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
-from kmm_dtk.registry.verdicts import ImageState
+from kmm_dtk.core.verdicts import ImageState
 from tests.registry.conftest import FAST, repo, server_auth
 from tests.support.registry import RegistryServer, push_image
 
