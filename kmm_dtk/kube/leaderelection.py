@@ -50,6 +50,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any, Callable, Mapping
 
 from kmm_dtk.kube import defaults
@@ -122,7 +123,9 @@ class LeaderElectionRecord:
         }
 
 
-class _Outcome:
+class _Attempt(Enum):
+    """How one acquire-or-renew attempt ended."""
+
     ACQUIRED = "acquired"  # acquired or renewed: we hold the lease as of the write
     FAILED = "failed"      # could not write (conflict, API error): retry with jitter
     HELD = "held"          # another holder's lease has not expired: look again at the retry period or at expiry
@@ -136,6 +139,9 @@ class LeaderElector:
     your workers, then return) — except ``on_stopped_leading`` during ``stop(release=True)``,
     which may block until the work has stopped: the lease is released only after it returns.
     A callback that raises is logged and otherwise ignored.
+
+    ``clock`` (``time.monotonic`` by default) is read for every judgement of time: expiry, the
+    renew deadline, when a write was sent. Waits between attempts are real time in seconds.
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class LeaderElector:
         on_status: Callable[[bool], None] | None = None,
         request_timeout: tuple[float, float] | None = None,
         jitter_factor: float = JITTER_FACTOR,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not name or not namespace:
             raise ValueError("the Lease needs a name and a namespace")
@@ -172,6 +179,7 @@ class LeaderElector:
         self.retry_period = float(retry_period)
         self.request_timeout = (float(request_timeout[0]), float(request_timeout[1]))
         self.jitter_factor = float(jitter_factor)
+        self._clock = clock
         # leaseDurationSeconds is whole seconds; round up so followers never wait less than we promise.
         self._lease_seconds = max(1, math.ceil(self.lease_duration))
         self._on_started_leading = on_started_leading
@@ -185,12 +193,12 @@ class LeaderElector:
         self._thread: threading.Thread | None = None
         self._lease: dict[str, Any] | None = None  # the last Lease read or written (its resourceVersion guards writes)
         self._observed: LeaderElectionRecord | None = None
-        self._observed_at = 0.0  # monotonic time at which _observed was first seen
+        self._observed_at = 0.0  # clock time at which _observed was first seen
         self._leading = False
-        self._renewed_at: float | None = None  # monotonic time the last successful acquire/renew was sent
+        self._renewed_at: float | None = None  # clock time the last successful acquire/renew was sent
         self._reported_leader = ""
         self._lost = False
-        self._held_until = 0.0  # monotonic time another holder's lease expires, as last judged
+        self._held_until = 0.0  # clock time another holder's lease expires, as last judged
         self._random = random.Random()
 
     # -- public API -------------------------------------------------------------------------------
@@ -232,10 +240,10 @@ class LeaderElector:
         passed since the last successful renewal, even if the elector's thread is blocked."""
         with self._lock:
             return (self._leading and self._renewed_at is not None
-                    and time.monotonic() < self._renewed_at + self.renew_deadline)
+                    and self._clock() < self._renewed_at + self.renew_deadline)
 
     def write_deadline(self) -> float | None:
-        """``time.monotonic()`` until which this process may write as the leader (its renew
+        """The elector's clock time until which this process may write as the leader (its renew
         deadline), or None when it does not lead: what the write fence asks before every write."""
         with self._lock:
             if not self._leading or self._renewed_at is None:
@@ -248,7 +256,7 @@ class LeaderElector:
             return self._observed.holder_identity if self._observed else ""
 
     def last_renewed(self) -> float | None:
-        """``time.monotonic()`` at which the last successful acquire/renew request was sent."""
+        """The elector's clock time at which the last successful acquire/renew request was sent."""
         with self._lock:
             return self._renewed_at
 
@@ -280,14 +288,14 @@ class LeaderElector:
     def _acquire(self) -> bool:
         """Retry with jitter until acquired (True) or stopped (False)."""
         while not self._stopping.is_set():
-            outcome = self._try_acquire_or_renew(time.monotonic() + self.renew_deadline)
-            if outcome == _Outcome.ACQUIRED:
+            outcome = self._try_acquire_or_renew(self._clock() + self.renew_deadline)
+            if outcome is _Attempt.ACQUIRED:
                 self._start_leading()
                 return True
-            if outcome == _Outcome.HELD:
+            if outcome is _Attempt.HELD:
                 # No jitter while watching a live holder, and a wake-up right at expiry: a
                 # successor then takes over within lease duration + retry period of the last renewal.
-                delay = min(self.retry_period, max(0.0, self._held_until - time.monotonic()))
+                delay = min(self.retry_period, max(0.0, self._held_until - self._clock()))
             else:
                 delay = self.retry_period * (1 + self._random.random() * self.jitter_factor)
             if self._stopping.wait(delay):
@@ -299,41 +307,41 @@ class LeaderElector:
             with self._lock:
                 assert self._renewed_at is not None
                 deadline = self._renewed_at + self.renew_deadline
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 self._stop_leading(lost=True, reason="renew deadline exceeded")
                 return
             if self._stopping.wait(min(self.retry_period, remaining)):
                 return
-            if time.monotonic() >= deadline:
+            if self._clock() >= deadline:
                 self._stop_leading(lost=True, reason="renew deadline exceeded")
                 return
             outcome = self._try_acquire_or_renew(deadline)
-            if outcome == _Outcome.LOST:
+            if outcome is _Attempt.LOST:
                 self._stop_leading(lost=True, reason=f"lease now held by {self.leader_identity() or 'nobody'!r}")
                 return
-            if outcome == _Outcome.FAILED:
+            if outcome is _Attempt.FAILED:
                 log.info("failed to renew lease, retrying until the renew deadline",
-                         extra=self._extra(seconds_left=round(deadline - time.monotonic(), 3)))
+                         extra=self._extra(seconds_left=round(deadline - self._clock(), 3)))
 
     # -- one attempt (client-go tryAcquireOrRenew) ------------------------------------------------
 
-    def _try_acquire_or_renew(self, deadline: float) -> str:
+    def _try_acquire_or_renew(self, deadline: float) -> _Attempt:
         path = LEASES.path(self.namespace, self.name)
         if self._leading and self._lease is not None:
             # Fast path: the leader writes over the version it wrote last time.
             previous = LeaderElectionRecord.from_lease(self._lease)
             record = LeaderElectionRecord(self.identity, self._lease_seconds, previous.acquire_time,
                                           micro_time(), previous.lease_transitions)
-            sent = time.monotonic()
+            sent = self._clock()
             try:
                 written = self._call("PUT", path, self._with_record(self._lease, record), deadline)
                 self._wrote(written, sent)
-                return _Outcome.ACQUIRED
+                return _Attempt.ACQUIRED
             except ApiError as err:
                 if err.status != 409:
                     log.warning("failed to renew lease", extra=self._extra(status=err.status, error=str(err)))
-                    return _Outcome.FAILED
+                    return _Attempt.FAILED
                 log.info("lease changed since our last write, re-reading it", extra=self._extra())
 
         # Slow path: read, decide, write.
@@ -343,8 +351,8 @@ class LeaderElector:
             if err.status == 404:
                 return self._create(deadline)
             log.warning("failed to read lease", extra=self._extra(status=err.status, error=str(err)))
-            return _Outcome.FAILED
-        seen_at = time.monotonic()
+            return _Attempt.FAILED
+        seen_at = self._clock()
         current = LeaderElectionRecord.from_lease(lease)
         with self._lock:
             self._lease = lease
@@ -356,7 +364,7 @@ class LeaderElector:
 
         if current.holder_identity != self.identity:
             if self._leading:
-                return _Outcome.LOST
+                return _Attempt.LOST
             if current.holder_identity:
                 duration = current.lease_duration_seconds or self.lease_duration
                 if seen_at < observed_at + duration:
@@ -364,7 +372,7 @@ class LeaderElector:
                         holder=current.holder_identity,
                         expires_in=round(observed_at + duration - seen_at, 3)))
                     self._held_until = observed_at + duration
-                    return _Outcome.HELD
+                    return _Attempt.HELD
             now = micro_time()
             record = LeaderElectionRecord(self.identity, self._lease_seconds, now, now,
                                           current.lease_transitions + 1)
@@ -373,22 +381,22 @@ class LeaderElector:
             # with the same identity): renew it, keeping acquireTime and the transition count.
             record = LeaderElectionRecord(self.identity, self._lease_seconds, current.acquire_time,
                                           micro_time(), current.lease_transitions)
-        sent = time.monotonic()
+        sent = self._clock()
         try:
             written = self._call("PUT", path, self._with_record(lease, record), deadline)
         except ApiError as err:
             level = logging.INFO if err.status == 409 else logging.WARNING
             log.log(level, "failed to update lease", extra=self._extra(status=err.status, error=str(err)))
-            return _Outcome.FAILED
+            return _Attempt.FAILED
         self._wrote(written, sent)
-        return _Outcome.ACQUIRED
+        return _Attempt.ACQUIRED
 
-    def _create(self, deadline: float) -> str:
+    def _create(self, deadline: float) -> _Attempt:
         now = micro_time()
         record = LeaderElectionRecord(self.identity, self._lease_seconds, now, now, 0)
         body = {"apiVersion": LEASES.api_version, "kind": LEASES.kind,
                 "metadata": {"name": self.name, "namespace": self.namespace}, "spec": record.to_spec()}
-        sent = time.monotonic()
+        sent = self._clock()
         try:
             written = self._call("POST", LEASES.path(self.namespace), body, deadline)
         except ApiError as err:
@@ -396,14 +404,14 @@ class LeaderElector:
                 log.info("another candidate created the lease first", extra=self._extra())
             else:
                 log.warning("failed to create lease", extra=self._extra(status=err.status, error=str(err)))
-            return _Outcome.FAILED
+            return _Attempt.FAILED
         self._wrote(written, sent)
-        return _Outcome.ACQUIRED
+        return _Attempt.ACQUIRED
 
     def _release(self) -> None:
         """Hand the lease back (client-go ReleaseOnCancel), only over a version we hold."""
         path = LEASES.path(self.namespace, self.name)
-        deadline = time.monotonic() + self.renew_deadline
+        deadline = self._clock() + self.renew_deadline
         for _ in range(2):
             lease = self._lease
             if lease is None or LeaderElectionRecord.from_lease(lease).holder_identity != self.identity:
@@ -426,7 +434,7 @@ class LeaderElector:
             with self._lock:
                 self._lease = released
                 self._observed = LeaderElectionRecord.from_lease(released)
-                self._observed_at = time.monotonic()
+                self._observed_at = self._clock()
             log.info("released leader lease", extra=self._extra())
             return
 
@@ -443,13 +451,13 @@ class LeaderElector:
         with self._lock:
             self._lease = lease
             self._observed = LeaderElectionRecord.from_lease(lease)
-            self._observed_at = time.monotonic()
+            self._observed_at = self._clock()
             self._renewed_at = sent
         self._report_leader(self.identity)
 
     def _call(self, method: str, path: str, body: Any, deadline: float) -> Any:
         """One request, abandoned at ``deadline`` whatever the transport does (see module doc)."""
-        remaining = deadline - time.monotonic()
+        remaining = deadline - self._clock()
         if remaining <= 0:
             raise ApiError(0, "Timeout", f"{method} {path}: no time left before the deadline")
         timeout = (min(self.request_timeout[0], remaining), min(self.request_timeout[1], remaining))
@@ -504,12 +512,12 @@ class LeaderElector:
     def _callback(self, what: str, fn: Callable[..., None] | None, *args: Any) -> None:
         if fn is None:
             return
-        started = time.monotonic()
+        started = self._clock()
         try:
             fn(*args)
         except Exception:  # noqa: BLE001
             log.exception("leader election callback failed", extra=self._extra(callback=what))
-        took = time.monotonic() - started
+        took = self._clock() - started
         if took > self.retry_period and what != "on_stopped_leading":
             log.warning("leader election callback is slow; it delays renewals",
                         extra=self._extra(callback=what, seconds=round(took, 3)))

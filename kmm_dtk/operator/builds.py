@@ -26,7 +26,6 @@ DTK_ANNOTATION = f"{GROUP}/dtk-image"
 MODULE_ANNOTATION = f"{GROUP}/module"
 
 ACTIVE_PHASES = frozenset({"New", "Pending", "Running"})
-FAILED_PHASES = frozenset({"Failed", "Error", "Cancelled"})
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
