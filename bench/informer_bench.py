@@ -158,7 +158,8 @@ def _print_table(results: dict, count: int) -> None:
     base = results["typed"]
     print(f"\nInformer sync of {count} Nodes from a real kube-apiserver (median of timed runs; "
           "bytes per Node by tracemalloc in a separate run)\n")
-    header = f"{'variant':<14} {'sync s':>8} {'runs':>20} {'vs typed':>9} {'bytes/Node':>11} {'RSS MiB':>8} {'peak MiB':>9}"
+    header = (f"{'variant':<14} {'sync s':>8} {'runs':>20} {'vs typed':>9} {'bytes/Node':>11} {'RSS MiB':>8} "
+              f"{'peak MiB':>9}")
     print(header)
     print("-" * len(header))
     for name, r in results.items():

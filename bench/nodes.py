@@ -36,9 +36,10 @@ def node(index: int, kernel: str, os_image: str, rhcos: str | None = None) -> di
         labels["feature.node.kubernetes.io/system-os_release.OSTREE_VERSION"] = rhcos
         labels.pop("feature.node.kubernetes.io/cpu-cpuid.AVX512F")
     annotations = {
-        "cloud.network.openshift.io/egress-ipconfig": '[{"interface":"eni-0a1b2c3d","ifaddr":{"ipv4":"10.0.0.0/19"},"capacity":{"ipv4":14,"ipv6":15}}]',
-        "csi.volume.kubernetes.io/nodeid": '{"ebs.csi.aws.com":"i-0%015x"}' % index,
-        "k8s.ovn.org/host-cidrs": '["10.0.%d.%d/19"]' % (index // 250, index % 250),
+        "cloud.network.openshift.io/egress-ipconfig": (
+            '[{"interface":"eni-0a1b2c3d","ifaddr":{"ipv4":"10.0.0.0/19"},"capacity":{"ipv4":14,"ipv6":15}}]'),
+        "csi.volume.kubernetes.io/nodeid": f'{{"ebs.csi.aws.com":"i-0{index:015x}"}}',
+        "k8s.ovn.org/host-cidrs": f'["10.0.{index // 250}.{index % 250}/19"]',
         "machine.openshift.io/machine": f"openshift-machine-api/bench-worker-{index}",
         "machineconfiguration.openshift.io/currentConfig": "rendered-worker-" + _digest("cfg")[:32],
         "machineconfiguration.openshift.io/desiredConfig": "rendered-worker-" + _digest("cfg")[:32],
@@ -64,10 +65,12 @@ def node(index: int, kernel: str, os_image: str, rhcos: str | None = None) -> di
                "sizeBytes": 400_000_000 + i * 1_000_003} for i in range(50)]
     conditions = [{"type": t, "status": s, "reason": r, "message": m,
                    "lastHeartbeatTime": "2026-11-25T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z"}
-                  for t, s, r, m in (("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                                     ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                                     ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                                     ("Ready", "True", "KubeletReady", "kubelet is posting ready status"))]
+                  for t, s, r, m in (
+                      ("MemoryPressure", "False", "KubeletHasSufficientMemory",
+                       "kubelet has sufficient memory available"),
+                      ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                      ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                      ("Ready", "True", "KubeletReady", "kubelet is posting ready status"))]
     return {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels, "annotations": annotations, "managedFields": managed},

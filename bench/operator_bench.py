@@ -312,8 +312,10 @@ def print_table(r: dict, args) -> None:
          "no LIST, no writes"),
         ("cold start: requests by verb", json.dumps({k: int(v) for k, v in r["cold_requests"].items()}), ""),
         ("409 Conflict/AlreadyExists answers", f"{int(r['conflicts'])}", ""),
-        ("mean reconcile time node / module", f"{r['reconcile_ms']['node']:.1f} / {r['reconcile_ms']['module']:.1f} ms", ""),
-        ("mean queue wait nodes / modules", f"{r['queue_wait_ms']['nodes']:.1f} / {r['queue_wait_ms']['modules']:.1f} ms", ""),
+        ("mean reconcile time node / module",
+         f"{r['reconcile_ms']['node']:.1f} / {r['reconcile_ms']['module']:.1f} ms", ""),
+        ("mean queue wait nodes / modules",
+         f"{r['queue_wait_ms']['nodes']:.1f} / {r['queue_wait_ms']['modules']:.1f} ms", ""),
         ("mean API latency CREATE / PATCH", f"{r['api_ms']['CREATE']:.1f} / {r['api_ms']['PATCH']:.1f} ms", ""),
         ("operator RSS at the end / peak seen", f"{r['rss_mib']:.0f} / {r['peak_rss_mib']:.0f} MiB", "<= 150 MB"),
     ]

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
+from kmm_dtk.core.verdicts import ImageState
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.check import RegistryChecker
 from kmm_dtk.registry.client import RegistryClient
@@ -29,7 +30,6 @@ from kmm_dtk.registry.image import image_config
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.release import DtkInspector
 from kmm_dtk.registry.tls import TrustStore
-from kmm_dtk.core.verdicts import ImageState
 from tests.support.registry import RegistryServer, push_image
 
 KERNEL = "5.14.0-570.27.1.el9_6.x86_64"

@@ -13,7 +13,7 @@ from typing import TextIO
 from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
 from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_objects
-from kmm_dtk.dump import DumpError, load_files
+from kmm_dtk.dump import ClusterObjects, DumpError, load_files
 from kmm_dtk.kube import defaults
 from kmm_dtk.registry_flags import UsageError, add_registry_flags, auth_file, registry_settings
 
@@ -262,7 +262,7 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_PLAN_ERRORS if failed and args.strict else EXIT_OK
 
 
-def _check_registry(result: ClusterPlan, objects, args: argparse.Namespace) -> ClusterPlan:
+def _check_registry(result: ClusterPlan, objects: ClusterObjects, args: argparse.Namespace) -> ClusterPlan:
     from dataclasses import replace
 
     from kmm_dtk.core.decision import with_registry_answers
@@ -297,7 +297,8 @@ def _print_table(result: ClusterPlan, out: TextIO) -> None:
     rows = [["MODULE", "KERNEL", "ACTION", "DTK", "IMAGE / REASON"]]
     for e in result.entries:
         detail = e.image if e.action is Action.BUILD else e.reason
-        rows.append([e.module, e.kernel or "-", e.action.value, e.rhcos if e.dtk_image else "-", detail or "-"])
+        dtk = (e.rhcos or "-") if e.dtk_image else "-"  # a release's DTK may come without its RHCOS
+        rows.append([e.module, e.kernel or "-", e.action.value, dtk, detail or "-"])
     if len(rows) == 1:
         out.write("no Modules in the input\n")
     else:

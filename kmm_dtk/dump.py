@@ -11,9 +11,10 @@ thousands of Nodes, nothing that nests, expands or counts without end).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json, load_yaml_all
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from kubernetes import client
@@ -11,6 +11,7 @@ from kubernetes import client
 from tests.support.cluster import TestCluster, api_client_from, start_test_cluster
 from tests.support.faultproxy import FaultProxy
 from tests.support.objects import create_namespace, delete_namespace, delete_nodes, unique_name
+
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:

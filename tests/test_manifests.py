@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -297,7 +298,8 @@ def test_rendered_objects_are_unique_and_name_their_namespace(
 
 
 def test_only_the_imagestream_role_and_binding_live_in_openshift(objects: list[dict[str, Any]]) -> None:
-    in_openshift = {(o["kind"], o["metadata"]["name"]) for o in objects if o["metadata"].get("namespace") == "openshift"}
+    in_openshift = {(o["kind"], o["metadata"]["name"]) for o in objects
+                    if o["metadata"].get("namespace") == "openshift"}
     assert in_openshift == {("Role", "kmm-dtk-imagestreams"), ("RoleBinding", "kmm-dtk-imagestreams")}
 
 

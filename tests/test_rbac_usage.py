@@ -15,9 +15,9 @@ here. The rules granted are those of the ClusterRole and the namespaced Roles un
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -119,6 +119,14 @@ def params(function: ast.FunctionDef) -> list[str]:
     return names[1:] if names[:1] == ["self"] else names
 
 
+def owner(name: str, fn: Function) -> tuple[ast.FunctionDef, int]:
+    """The function (this one or an enclosing one: a closure) whose parameter ``name`` is, and its index."""
+    for candidate in [fn.node, *reversed(fn.enclosing)]:
+        if name in params(candidate):
+            return candidate, params(candidate).index(name)
+    raise LookupError(f"{name} is a parameter of neither {fn.qualified} nor a function enclosing it")
+
+
 def loop_bindings(function: ast.FunctionDef) -> dict[str, str]:
     """Loop variable -> the name it iterates over (``for r in MIRROR_RESOURCES``, comprehensions too)."""
     bound = {}
@@ -188,13 +196,6 @@ def analyse() -> Usage:
             for fn in module.functions:
                 qualified, function = fn.qualified, fn.node
 
-                def owner(name: str) -> tuple[ast.FunctionDef, int] | None:
-                    """The function (this one or an enclosing one: a closure) whose parameter ``name`` is."""
-                    for candidate in [function, *reversed(fn.enclosing)]:
-                        if name in params(candidate):
-                            return candidate, params(candidate).index(name)
-                    return None
-
                 names = params(function) + [n for f in fn.enclosing for n in params(f)]
                 for call in (n for n in own_nodes(function) if isinstance(n, ast.Call)):
                     callee = called_name(call.func)
@@ -205,12 +206,12 @@ def analyse() -> Usage:
                             continue
                         first = call.args[0]
                         if isinstance(first, ast.Name) and first.id in names and resolve(first, function) is None:
-                            helper, index = owner(first.id)  # type: ignore[misc]
+                            helper, index = owner(first.id, fn)
                             convenience_helpers[helper.name] = (index, CONVENIENCES[callee], subresource)
                         elif (found := resolve(first, function)) is not None:
                             for name in found:
                                 add(name, CONVENIENCES[callee], subresource)
-                        elif not isinstance(first, ast.Constant):  # dict.get("key") and the like are not calls on a client
+                        elif not isinstance(first, ast.Constant):  # dict.get("key") and the like: not on a client
                             usage.unresolved.append(f"{module.path} {qualified}: {ast.unparse(call)[:80]}")
                     elif callee in convenience_helpers and not receiver_is_client(call.func):
                         index, verb, sub = convenience_helpers[callee]
@@ -229,7 +230,7 @@ def analyse() -> Usage:
                                 add(name, "list")
                                 add(name, "watch")
                         elif isinstance(arg, ast.Name) and arg.id in names:
-                            helper, index = owner(arg.id)  # type: ignore[misc]
+                            helper, index = owner(arg.id, fn)
                             informer_helpers[helper.name] = index
                         elif module.path not in IMPLEMENTATIONS:
                             usage.unresolved.append(f"{module.path} {qualified}: {ast.unparse(call)[:80]}")
@@ -241,7 +242,7 @@ def analyse() -> Usage:
                         method, path = call.args[method_at], call.args[path_at]
                         if isinstance(method, ast.Name) and method.id in names and isinstance(path, ast.Name) \
                                 and path.id in names:
-                            (helper, method_index), (_, path_index) = owner(method.id), owner(path.id)  # type: ignore[misc]
+                            (helper, method_index), (_, path_index) = owner(method.id, fn), owner(path.id, fn)
                             request_helpers[helper.name] = (method_index, path_index)
                             continue
                         target = path_resource(path, function)

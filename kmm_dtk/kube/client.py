@@ -14,9 +14,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import urllib3
@@ -78,14 +79,15 @@ class ApiError(Exception):
                 or "too large resource version" in self.message.lower())
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any], retry_after: float | None = None) -> "ApiError":
-        details = status.get("details") if isinstance(status.get("details"), Mapping) else {}
+    def from_status(cls, status: Mapping[str, Any], retry_after: float | None = None) -> ApiError:
+        found = status.get("details")
+        details: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         hint = details.get("retryAfterSeconds")
         return cls(int(status.get("code") or 0), str(status.get("reason") or ""), str(status.get("message") or ""),
                    retry_after if retry_after is not None else (float(hint) if hint else None))
 
     @classmethod
-    def from_exception(cls, err: Exception) -> "ApiError":
+    def from_exception(cls, err: Exception) -> ApiError:
         if isinstance(err, ApiException):
             retry_after = None
             headers = err.headers or {}
@@ -133,7 +135,7 @@ class KubeClient:
     """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process."""
 
     def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 metrics: Any = None, fence: "WriteFence | None" = None) -> None:
+                 metrics: Any = None, fence: WriteFence | None = None) -> None:
         # Our own ApiClient on the same configuration, with urllib3's transparent retries off: a
         # retried watch would hide a dead connection, and every caller here owns its own retries.
         configuration = copy.deepcopy(api_client.configuration)
@@ -143,7 +145,7 @@ class KubeClient:
         self.metrics = metrics  # an ApiMetrics-like object with observe(method, path, watch, code, seconds)
         self.fence = fence  # every write asks it first; None: this client writes freely (the Lease's own)
 
-    def fenced(self, fence: "WriteFence") -> "KubeClient":
+    def fenced(self, fence: WriteFence) -> KubeClient:
         """The same connection pool and metrics, with every write going through ``fence``."""
         clone = copy.copy(self)
         clone.fence = fence
@@ -151,7 +153,7 @@ class KubeClient:
 
     @property
     def host(self) -> str:
-        return self.api_client.configuration.host
+        return cast(str, self.api_client.configuration.host)
 
     def _call(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
               content_type: str | None = None, timeout: tuple[float, float] | None = None) -> urllib3.HTTPResponse:
@@ -161,7 +163,7 @@ class KubeClient:
         params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
         started, code = time.monotonic(), 0
         try:
-            response = self.api_client.call_api(
+            response: urllib3.HTTPResponse = self.api_client.call_api(
                 path, method, query_params=params, header_params=headers, body=body,
                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
                 _request_timeout=timeout or self.timeout,
@@ -213,7 +215,7 @@ class KubeClient:
                 response.release_conn()
 
     def watch(self, path: str, query: Mapping[str, Any],
-              timeout: tuple[float, float] | None = None) -> "WatchStream":
+              timeout: tuple[float, float] | None = None) -> WatchStream:
         """Open a watch; the read timeout doubles as the inactivity watchdog."""
         return WatchStream(self._call("GET", path, {**query, "watch": "true"}, timeout=timeout))
 
@@ -221,21 +223,23 @@ class KubeClient:
 
     def get(self, resource: Resource, name: str, namespace: str | None = None,
             subresource: str | None = None) -> dict[str, Any]:
-        return self.request("GET", resource.path(namespace, name, subresource))
+        return cast("dict[str, Any]", self.request("GET", resource.path(namespace, name, subresource)))
 
     def list(self, resource: Resource, namespace: str | None = None, **query: Any) -> dict[str, Any]:
-        return self.request("GET", resource.path(namespace), query)
+        return cast("dict[str, Any]", self.request("GET", resource.path(namespace), query))
 
     def create(self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
-        return self.request("POST", resource.path(namespace), body=body)
+        return cast("dict[str, Any]", self.request("POST", resource.path(namespace), body=body))
 
     def replace(self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None,
                 subresource: str | None = None) -> dict[str, Any]:
-        return self.request("PUT", resource.path(namespace, body["metadata"]["name"], subresource), body=body)
+        return cast("dict[str, Any]",
+                    self.request("PUT", resource.path(namespace, body["metadata"]["name"], subresource), body=body))
 
     def patch(self, resource: Resource, name: str, patch: Any, namespace: str | None = None,
               subresource: str | None = None, patch_type: str = "application/merge-patch+json") -> dict[str, Any]:
-        return self.request("PATCH", resource.path(namespace, name, subresource), body=patch, content_type=patch_type)
+        return cast("dict[str, Any]", self.request("PATCH", resource.path(namespace, name, subresource), body=patch,
+                                                   content_type=patch_type))
 
     def delete(self, resource: Resource, name: str, namespace: str | None = None,
                body: Mapping[str, Any] | None = None) -> None:

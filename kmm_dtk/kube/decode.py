@@ -14,8 +14,9 @@ Two decoders share one protocol:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -114,7 +115,7 @@ class JsonDecoder:
     def _finish(self, obj: dict[str, Any]) -> FrozenDict:
         if self.kind and "kind" not in obj:
             obj["kind"] = self.kind
-        return freeze(self.transform(obj))
+        return cast(FrozenDict, freeze(self.transform(obj)))
 
     def decode_list(self, raw: bytes) -> ListPage[FrozenDict]:
         body = self._decode.decode(raw)
@@ -130,10 +131,10 @@ class JsonDecoder:
         return object_key(meta.get("namespace"), meta.get("name", ""))
 
     def uid(self, obj: FrozenDict) -> str:
-        return (obj.get("metadata") or EMPTY).get("uid", "")
+        return cast(str, (obj.get("metadata") or EMPTY).get("uid", ""))
 
     def resource_version(self, obj: FrozenDict) -> str:
-        return (obj.get("metadata") or EMPTY).get("resourceVersion", "")
+        return cast(str, (obj.get("metadata") or EMPTY).get("resourceVersion", ""))
 
 
 # -- the Node projection --------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from kmm_dtk.kube.client import FencedWrite
 
@@ -45,7 +45,7 @@ class WriteFence:
         self.refused = 0  # writes refused since the start: a stale replica that kept trying
 
     @classmethod
-    def always_open(cls) -> "WriteFence":
+    def always_open(cls) -> WriteFence:
         """For a process that runs without leader election: it is the only actor."""
         return cls(None)
 

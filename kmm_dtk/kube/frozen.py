@@ -15,32 +15,32 @@ def _readonly(self: Any, *args: Any, **kwargs: Any) -> NoReturn:
     raise TypeError(f"{type(self).__name__} is read-only: cached objects are shared; thaw() a copy to modify")
 
 
-class FrozenDict(dict):
+class FrozenDict(dict[str, Any]):
     __slots__ = ()
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly
 
-    def __copy__(self) -> "FrozenDict":
+    def __copy__(self) -> FrozenDict:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "FrozenDict":
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
         return self
 
-    def __reduce__(self):  # pickle/copy as a plain dict
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:  # pickle/copy as a plain dict
         return (dict, (dict(self),))
 
 
-class FrozenList(list):
+class FrozenList(list[Any]):
     __slots__ = ()
     __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _readonly
     __iadd__ = __imul__ = _readonly
 
-    def __copy__(self) -> "FrozenList":
+    def __copy__(self) -> FrozenList:
         return self
 
-    def __deepcopy__(self, memo: dict) -> "FrozenList":
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenList:
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
         return (list, (list(self),))
 
 

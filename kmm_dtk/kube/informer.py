@@ -28,8 +28,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import tenacity
@@ -62,6 +63,7 @@ class _Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
+        # tenacity types retry_object as a Retrying; the wait strategy reads only attempt_number
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = self.failures
         return float(self._wait(state))
@@ -87,7 +89,7 @@ class Informer(Generic[T]):
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        indexers: dict[str, IndexFunc] | None = None,
+        indexers: dict[str, IndexFunc[T]] | None = None,
         watchdog: float = 90.0,
         watch_timeout: tuple[int, int] = (300, 600),
         page_size: int = 500,
@@ -99,6 +101,7 @@ class Informer(Generic[T]):
     ) -> None:
         self.client = client
         self.resource = resource
+        # without a decoder T is FrozenDict, which the signature cannot say without overloads
         self.decoder: Decoder[T] = decoder or JsonDecoder(resource.kind)  # type: ignore[assignment]
         self.namespace = namespace
         self.label_selector = label_selector
@@ -127,7 +130,7 @@ class Informer(Generic[T]):
         """Register before start(); handlers see every object from the first LIST on."""
         self._handlers.append(handler)
 
-    def start(self) -> "Informer[T]":
+    def start(self) -> Informer[T]:
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}", daemon=True)
         self._thread.start()
         return self
@@ -199,7 +202,7 @@ class Informer(Generic[T]):
                 log.error("undecodable response, relisting", extra={"informer": self.name, "error": str(err)})
                 need_list = True
                 self._stop.wait(delay)
-            except Exception:  # noqa: BLE001 - a handler bug must not kill the informer
+            except Exception:  # a handler bug must not kill the informer (logged with its traceback)
                 delay = self._backoff.next_delay()
                 self._restarted("exception")
                 log.exception("informer loop failed, relisting", extra={"informer": self.name})
@@ -307,7 +310,7 @@ class Informer(Generic[T]):
             return
         try:
             func(*args)
-        except Exception:  # noqa: BLE001 - one bad handler must not stop the cache or the others
+        except Exception:  # one bad handler must not stop the cache or the others
             log.exception("event handler failed", extra={"informer": self.name})
 
     def _notify_add(self, obj: T) -> None:

@@ -6,8 +6,10 @@ themselves: no copy per read, and no reader can change what another sees.
 
 from __future__ import annotations
 
+import builtins
 import threading
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -15,13 +17,13 @@ IndexFunc = Callable[[T], Iterable[str]]
 
 
 class Store(Generic[T]):
-    def __init__(self, indexers: dict[str, IndexFunc] | None = None) -> None:
+    def __init__(self, indexers: dict[str, IndexFunc[T]] | None = None) -> None:
         self._lock = threading.RLock()
         self._items: dict[str, T] = {}
-        self._indexers: dict[str, IndexFunc] = dict(indexers or {})
+        self._indexers: dict[str, IndexFunc[T]] = dict(indexers or {})
         self._indexes: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
 
-    def add_indexer(self, name: str, func: IndexFunc) -> None:
+    def add_indexer(self, name: str, func: IndexFunc[T]) -> None:
         with self._lock:
             self._indexers[name] = func
             self._indexes[name] = {}
@@ -58,19 +60,19 @@ class Store(Generic[T]):
         with self._lock:
             return list(self._items.values())
 
-    def keys(self) -> list[str]:
+    def keys(self) -> builtins.list[str]:
         with self._lock:
             return list(self._items)
 
-    def items(self) -> list[tuple[str, T]]:
+    def items(self) -> builtins.list[tuple[str, T]]:
         with self._lock:
             return list(self._items.items())
 
-    def by_index(self, name: str, value: str) -> list[T]:
+    def by_index(self, name: str, value: str) -> builtins.list[T]:
         with self._lock:
             return [self._items[k] for k in self._indexes[name].get(value, ())]
 
-    def index_values(self, name: str) -> list[str]:
+    def index_values(self, name: str) -> builtins.list[str]:
         with self._lock:
             return [v for v, keys in self._indexes[name].items() if keys]
 

@@ -14,9 +14,9 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -126,7 +126,7 @@ class Checks:
         for name, check in self.required.items():
             try:
                 passed = bool(check())
-            except Exception:  # noqa: BLE001 - a broken check is a failed check
+            except Exception:  # a broken check is a failed check
                 log.exception("health check raised", extra={"check": name})
                 passed = False
             ok &= passed
@@ -134,7 +134,7 @@ class Checks:
         for name, describe in self.informational.items():
             try:
                 lines.append(f"[i]{name} {describe()}")
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - an informational line never fails the probe
                 lines.append(f"[i]{name} unknown")
         return ok, lines
 
@@ -148,7 +148,7 @@ class EndpointServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 url = urlsplit(self.path)
                 route = server.routes.get(url.path)
                 if route is None:
@@ -171,7 +171,7 @@ class EndpointServer:
     def port(self) -> int:
         return self._httpd.server_address[1]
 
-    def start(self) -> "EndpointServer":
+    def start(self) -> EndpointServer:
         self._thread.start()
         return self
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -52,7 +52,7 @@ class QueueMetrics:
     Like client-go, a key's queue time runs from its first add since it was last taken.
     """
 
-    def __init__(self, parent: "ControllerMetrics", name: str, clock: Clock) -> None:
+    def __init__(self, parent: ControllerMetrics, name: str, clock: Clock) -> None:
         self.name = name
         self._clock = clock
         self._depth = parent.depth.labels(name)
@@ -100,7 +100,7 @@ class QueueMetrics:
 class ReconcileMetrics:
     """The metrics of one named controller's reconcile loop."""
 
-    def __init__(self, parent: "ControllerMetrics", name: str, max_concurrent_reconciles: int) -> None:
+    def __init__(self, parent: ControllerMetrics, name: str, max_concurrent_reconciles: int) -> None:
         self.name = name
         # Pre-create every series at 0, as controller-runtime does, so rate() works from the start.
         self._totals = {result: parent.reconcile_total.labels(name, result) for result in RESULTS}
@@ -138,7 +138,7 @@ class _UnfinishedWorkCollector:
     which is at most the number of workers.
     """
 
-    def __init__(self, owner: "ControllerMetrics") -> None:
+    def __init__(self, owner: ControllerMetrics) -> None:
         self._owner = owner
 
     def describe(self) -> Iterator[Metric]:

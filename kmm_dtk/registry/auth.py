@@ -14,8 +14,9 @@ import binascii
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json
 from kmm_dtk.registry.reference import DEFAULT_REGISTRY, ImageRef
@@ -77,11 +78,11 @@ def _decode_entry(entry: Any, key: str, source: str) -> Credential | None:
         if not sep or not username:
             raise AuthConfigError(f"{source}: entry {key!r}: 'auth' does not hold 'user:password'")
         return Credential(username, password)
-    username, password = entry.get("username"), entry.get("password")
-    if username or password:
-        if not isinstance(username, str) or not isinstance(password, str) or not username:
+    user, secret = entry.get("username"), entry.get("password")
+    if user or secret:
+        if not isinstance(user, str) or not isinstance(secret, str) or not user:
             raise AuthConfigError(f"{source}: entry {key!r}: needs both 'username' and 'password' as strings")
-        return Credential(username, password)
+        return Credential(user, secret)
     return None  # e.g. {} left by a credential helper, or an identitytoken only: nothing usable here
 
 
@@ -90,7 +91,7 @@ class AuthConfig:
     (``{"auths": {KEY: {"auth": base64("user:pass")} | {"username", "password"}}}``), and the older
     kubernetes.io/dockercfg shape (the map without ``"auths"``)."""
 
-    EMPTY: ClassVar["AuthConfig"]
+    EMPTY: ClassVar[AuthConfig]
 
     def __init__(self, entries: Mapping[str, Credential] | None = None, sources: tuple[str, ...] = (),
                  problems: tuple[str, ...] = ()) -> None:
@@ -101,7 +102,7 @@ class AuthConfig:
         self.problems = problems
 
     @classmethod
-    def from_json(cls, data: bytes | str | Mapping, source: str, field: str | None = None) -> "AuthConfig":
+    def from_json(cls, data: bytes | str | Mapping, source: str, field: str | None = None) -> AuthConfig:
         """``field``: where in ``source`` the JSON sits (a Secret's ``.dockerconfigjson``), named when
         the JSON itself is refused."""
         if isinstance(data, (bytes, bytearray, str)):
@@ -136,7 +137,7 @@ class AuthConfig:
         return cls(entries, (source,))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "AuthConfig":
+    def from_file(cls, path: str | os.PathLike) -> AuthConfig:
         source = os.fspath(path)
         try:
             with open(source, "rb") as handle:
@@ -146,7 +147,7 @@ class AuthConfig:
         return cls.from_json(data, source)
 
     @classmethod
-    def from_secret(cls, secret: Mapping) -> "AuthConfig":
+    def from_secret(cls, secret: Mapping) -> AuthConfig:
         """A Secret as the API returns it (``data`` values base64), of either docker config type."""
         if not isinstance(secret, Mapping) and hasattr(secret, "to_dict"):
             secret = secret.to_dict()
@@ -165,7 +166,7 @@ class AuthConfig:
             raise AuthConfigError(f"{source}: key {key!r} is not valid base64") from None
         return cls.from_json(decoded, source, key)
 
-    def merged(self, *others: "AuthConfig") -> "AuthConfig":
+    def merged(self, *others: AuthConfig) -> AuthConfig:
         """One config from several; earlier ones win on equal keys (``self`` first)."""
         entries: dict[str, Credential] = {}
         sources = list(self.sources)

@@ -8,7 +8,8 @@ saw. Not thread-safe: each owner already holds a lock around its cache.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")

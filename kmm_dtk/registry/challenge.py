@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from kmm_dtk.registry.bounded import LRU
 

@@ -11,9 +11,10 @@ import hashlib
 import io
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 import urllib3
@@ -27,6 +28,9 @@ from kmm_dtk.registry.challenge import AuthorizationCache, parse_challenges
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
 from kmm_dtk.registry.transport import Final, Transient, Transport, safe_url, status_text
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +125,12 @@ class _VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001 - io's signature
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self.verified:
             return 0
+        view = memoryview(buffer)
         try:
-            chunk = self._response.read(len(buffer), decode_content=False)
+            chunk = self._response.read(len(view), decode_content=False)
         except HTTPError as err:
             raise RegistryError(f"reading {self._where} failed: {type(err).__name__}") from None
         if not chunk:
@@ -135,7 +140,7 @@ class _VerifyingReader(io.RawIOBase):
         if self._limit is not None and self._count > self._limit:
             raise RegistryError(f"{self._where} is larger than {self._limit} bytes")
         self._hasher.update(chunk)
-        buffer[: len(chunk)] = chunk
+        view[: len(chunk)] = chunk
         return len(chunk)
 
     def _finish(self) -> None:
@@ -227,7 +232,7 @@ class RegistryClient:
     def close(self) -> None:
         self._transport.close()
 
-    def __enter__(self) -> "RegistryClient":
+    def __enter__(self) -> RegistryClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -289,7 +294,7 @@ class RegistryClient:
             raise RegistryError(f"blob {safe_url(url)} is larger than {limit} bytes ({length})")
         reader = _VerifyingReader(response, digest, safe_url(url), limit)
         with io.BufferedReader(reader, 1 << 16) as stream:
-            yield stream  # type: ignore[misc]
+            yield stream
 
     # -- one request, authenticated and retried ----------------------------------------------------
 

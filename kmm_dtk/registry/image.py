@@ -8,14 +8,22 @@ import logging
 import posixpath
 import tarfile
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import BinaryIO, Mapping, Sequence
+from typing import BinaryIO
 
 from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json
 from kmm_dtk.registry.auth import AuthConfig
-from kmm_dtk.registry.client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Presence,
-                                     RegistryClient, RegistryError)
+from kmm_dtk.registry.client import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Presence,
+    RegistryClient,
+    RegistryError,
+)
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.tls import TLSPolicy
 
@@ -244,7 +252,8 @@ def read_file(client: RegistryClient, ref: ImageRef, path: str, *, config: Image
         config = image_config(client, ref, auth=auth, tls=tls)
         if config is None:
             return None
-    target, start = _clean(path), len(config.layers) - 1
+    target: str | None = _clean(path)  # a link may lead nowhere: then None or "", and no file
+    start = len(config.layers) - 1
     for _ in range(_MAX_LINKS + 1):
         if not target:
             return None
@@ -255,7 +264,7 @@ def read_file(client: RegistryClient, ref: ImageRef, path: str, *, config: Image
                                                         "layer": config.layers[index]})
                 return scan.content
             if scan.symlink is not None or scan.parent_link is not None:
-                target, start = scan.symlink or scan.parent_link, len(config.layers) - 1  # type: ignore[assignment]
+                target, start = scan.symlink or scan.parent_link, len(config.layers) - 1
                 break
             if scan.hardlink is not None:
                 target, start = scan.hardlink, index

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 
@@ -31,7 +32,7 @@ class _Kind:
     has_policy: bool  # mirrorSourcePolicy exists (not in ICSP)
 
 
-KINDS: Mapping[tuple[str, str], _Kind] = {
+KINDS: Mapping[tuple[str | None, str | None], _Kind] = {  # (apiVersion, kind)
     ("operator.openshift.io/v1alpha1", "ImageContentSourcePolicy"): _Kind("repositoryDigestMirrors", True, False),
     ("config.openshift.io/v1", "ImageDigestMirrorSet"): _Kind("imageDigestMirrors", True, True),
     ("config.openshift.io/v1", "ImageTagMirrorSet"): _Kind("imageTagMirrors", False, True),
@@ -116,7 +117,7 @@ class MirrorPolicy:
         for obj in objects:
             if not isinstance(obj, Mapping):
                 continue
-            kind = KINDS.get((obj.get("apiVersion"), obj.get("kind")))  # type: ignore[arg-type]
+            kind = KINDS.get((obj.get("apiVersion"), obj.get("kind")))
             if kind is not None:
                 builder.add_object(obj, kind)
         return cls(builder.rules(digest=True), builder.rules(digest=False)), builder.problems

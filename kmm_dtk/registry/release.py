@@ -17,8 +17,9 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from kmm_dtk.core.untrusted import UntrustedInputError, load_json
 from kmm_dtk.registry.client import RegistryClient, RegistryError
@@ -226,14 +227,14 @@ class DtkInspector:
             except ValueError as err:
                 file_problem = str(err).removeprefix(f"DTK image {image}: ")
         try:
-            found = kernels_from_labels(config.labels, image)
+            labelled = kernels_from_labels(config.labels, image)
         except ValueError as err:
             return f"DTK image {image}: {file_problem}, and {str(err).removeprefix(f'DTK image {image}: ')}"
-        if found is None:
+        if labelled is None:
             return f"DTK image {image}: {file_problem} and no {KERNEL_LABEL} label"
-        log.debug("read DTK kernels from labels", extra={"image": image, "kernel": found.kernel,
-                                                          "rt_kernel": found.rt_kernel, "problem": file_problem})
-        return found
+        log.debug("read DTK kernels from labels", extra={"image": image, "kernel": labelled.kernel,
+                                                          "rt_kernel": labelled.rt_kernel, "problem": file_problem})
+        return labelled
 
 
 def _candidates(ref: ImageRef, sources: Sequence[_HasRef] | None) -> list[ImageRef]:
@@ -304,7 +305,7 @@ def parse_image_references(data: bytes, release: str, *, tag: str = DTK_TAG) -> 
     tags = spec.get("tags") if isinstance(spec, dict) else None
     if not isinstance(tags, list):
         raise ReleaseLookupError(f"{where} has no spec.tags list")
-    by_name = {t.get("name"): t for t in tags if isinstance(t, dict) and isinstance(t.get("name"), str)}
+    by_name = {tag_name: t for t in tags if isinstance(t, dict) and isinstance(tag_name := t.get("name"), str)}
     entry = by_name.get(tag)
     if entry is None:
         similar = sorted(n for n in by_name if n.startswith(DTK_TAG))

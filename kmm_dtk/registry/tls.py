@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import ssl
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 _PEM_SUFFIXES = (".crt", ".pem", ".cert")
 
@@ -120,7 +120,7 @@ class TrustStore:
             context.load_verify_locations(cadata=pem)
         return context
 
-    def with_per_host(self, per_host: Mapping[str, str]) -> "TrustStore":
+    def with_per_host(self, per_host: Mapping[str, str]) -> TrustStore:
         """The same store with these per-registry CAs added (they win over existing ones)."""
         clone = TrustStore.__new__(TrustStore)
         clone._extra = self._extra

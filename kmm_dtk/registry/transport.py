@@ -9,16 +9,26 @@ import logging
 import ssl
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import urllib3
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NameResolutionError, NewConnectionError,
-                                ProtocolError, ReadTimeoutError, SSLError)
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
+
+if TYPE_CHECKING:
+    from urllib3._base_connection import BaseHTTPConnection  # the type urllib3 declares the hook with
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +90,7 @@ class _UnverifiedHTTPSConnectionPool(HTTPSConnectionPool):
     """For ``insecureSkipTLSVerify`` registries: the user asked for it and we log it once per host;
     urllib3's per-request warning would only repeat that."""
 
-    def _validate_conn(self, conn) -> None:  # noqa: ANN001 - urllib3's signature
+    def _validate_conn(self, conn: BaseHTTPConnection) -> None:
         HTTPConnectionPool._validate_conn(self, conn)
         if conn.is_closed:
             conn.connect()

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL
-from tests.support.design import K84, K86, R410, R411
 from tests.support.controlplane import free_port
+from tests.support.design import K84, K86, R410, R411
 from tests.support.registry import dtk_release_files, push_image
 
 pytestmark = pytest.mark.registry
@@ -45,7 +45,8 @@ def disconnected(registry_tls, tmp_path: Path):
               "metadata": {"name": "kmod", "namespace": "drivers"},
               "spec": {"selector": {"node-role.kubernetes.io/worker": ""}, "moduleLoader": {"container": {
                   "modprobe": {"moduleName": "kmod"},
-                  "kernelMappings": [{"regexp": ".*", "containerImage": f"{source}/{repo}/kmod:${{KERNEL_FULL_VERSION}}",
+                  "kernelMappings": [{"regexp": ".*",
+                                      "containerImage": f"{source}/{repo}/kmod:${{KERNEL_FULL_VERSION}}",
                                       "build": {"dockerfileConfigMap": {"name": "dockerfile"}}}]}}}}
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dockerfile", "namespace": "drivers"},
           "data": {"dockerfile": DOCKERFILE}}

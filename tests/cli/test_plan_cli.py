@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.design import K84, K86, R410, R411
 from tests.support.design import DTK_410 as IMAGE_410
 from tests.support.design import DTK_411 as IMAGE_411
+from tests.support.design import K84, K86, R410, R411
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

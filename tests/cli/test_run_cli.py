@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-
 # The endpoints are bound before anything else: free ports, unless a test names its own (argparse: the
 # last occurrence of a flag wins), so a busy :8080 on the test machine changes no test's outcome.
 FREE_PORTS = ("--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0")
@@ -83,7 +82,7 @@ def test_a_privileged_port_is_permission_denied(tmp_path):
 
 @pytest.mark.parametrize("content, problem", [
     ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdef", "bcdefg")),
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)),
      "YAML aliases expand to more than"),
     ("a: &a [*a]\n", "recursive YAML alias"),
     ("[" * 5000 + "]" * 5000 + "\n", "nesting deeper than"),

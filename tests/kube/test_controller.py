@@ -3,18 +3,19 @@ workers survive exceptions; stop with and without drain; alive()."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from typing import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 import pytest
 
 from kmm_dtk.kube.controller import Controller, Result, TerminalError
 from kmm_dtk.kube.ratelimit import ItemExponentialRateLimiter
-from tests.support.controlplane import wait_until
 from kmm_dtk.kube.workqueue import RateLimitingQueue
+from tests.support.controlplane import wait_until
 
 DEADLINE = 5.0
 
@@ -74,13 +75,14 @@ def test_error_requeues_with_backoff_until_success(controllers: list[Controller]
     assert succeeded.wait(DEADLINE)
     assert controller.stop(drain=True, timeout=DEADLINE)
     assert [requeues for _, requeues in seen] == [0, 1, 2, 3]
-    gaps = [later - earlier for (earlier, _), (later, _) in zip(seen, seen[1:])]
-    for gap, backoff in zip(gaps, [0.01, 0.02, 0.04]):
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(seen)]
+    for gap, backoff in zip(gaps, [0.01, 0.02, 0.04], strict=True):
         assert gap >= backoff
     assert queue.num_requeues(("ns", "a")) == 0  # the success forgot the failures
 
 
-def test_error_is_logged_with_controller_and_key(controllers: list[Controller], caplog: pytest.LogCaptureFixture) -> None:
+def test_error_is_logged_with_controller_and_key(controllers: list[Controller],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     queue = make_queue(base_delay=600.0)  # never retried within the test
     failed = threading.Event()
 
@@ -236,7 +238,8 @@ def test_stop_with_drain_finishes_in_flight_and_queued_keys(controllers: list[Co
     controller.queue.add("queued-1")
     controller.queue.add("queued-2")
     stopped: list[bool] = []
-    stopper = threading.Thread(target=lambda: stopped.append(controller.stop(drain=True, timeout=DEADLINE)), daemon=True)
+    stopper = threading.Thread(target=lambda: stopped.append(controller.stop(drain=True, timeout=DEADLINE)),
+                               daemon=True)
     stopper.start()
     assert wait_for_shutdown(controller)
     controller.queue.add("after-stop")  # ignored
@@ -251,7 +254,8 @@ def test_stop_without_drain_skips_queued_keys(controllers: list[Controller]) -> 
     controller, release, order = _busy_on_slow_key(controllers)
     controller.queue.add("queued-1")
     stopped: list[bool] = []
-    stopper = threading.Thread(target=lambda: stopped.append(controller.stop(drain=False, timeout=DEADLINE)), daemon=True)
+    stopper = threading.Thread(target=lambda: stopped.append(controller.stop(drain=False, timeout=DEADLINE)),
+                               daemon=True)
     stopper.start()
     assert wait_for_shutdown(controller)
     release.set()

@@ -3,6 +3,7 @@ connections, an apiserver restart and a forced 410: the cache always converges t
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import defaultdict
@@ -135,7 +136,8 @@ def test_node_projection_keeps_only_what_the_operator_reads(api, new_node_name, 
     assert node.os_image == "Red Hat Enterprise Linux CoreOS 9.6.20250715-0 (Plow)"
     assert node.labels["node-role.kubernetes.io/worker"] == ""
 
-    set_node_versions(api, name, "5.14.0-570.49.1.el9_6.x86_64", "Red Hat Enterprise Linux CoreOS 9.6.20251001-0 (Plow)")
+    set_node_versions(api, name, "5.14.0-570.49.1.el9_6.x86_64",
+                      "Red Hat Enterprise Linux CoreOS 9.6.20251001-0 (Plow)")
     wait_for(lambda: informer.store.get(name).kernel_version == "5.14.0-570.49.1.el9_6.x86_64", 10,
              "the node's new kernel in the cache")
     assert recorder.of(name)[-1][0] == "update"
@@ -163,7 +165,7 @@ def test_dropped_connections_converge(api, proxied_api, fault_proxy, namespace, 
     informer = start_informer(proxied_api, namespace=namespace, recorder=recorder, **FAST)
     for round_ in range(3):
         core.create_namespaced_config_map(namespace, _cm(f"drop-{round_}"))
-        wait_for(lambda: f"drop-{round_}" in recorder.names("add"), 10, "the add through the proxy")
+        wait_for(lambda r=round_: f"drop-{r}" in recorder.names("add"), 10, "the add through the proxy")
         fault_proxy.drop_all()
         core.create_namespaced_config_map(namespace, _cm(f"during-{round_}"))
         if round_:
@@ -285,7 +287,7 @@ def test_watches_that_end_at_once_are_retried_with_backoff(api, proxied_api, fau
     began = time.monotonic()
     wait_for(lambda: len(log.restarts) >= 4, 30, "four retries")
     times = [began] + [t for t, _ in log.restarts[:4]]
-    gaps = [later - earlier for earlier, later in zip(times[1:], times[2:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[1:])]
     assert {reason for _, reason in log.restarts} <= {"short_watch", "error"}, log.restarts
     for n, gap in enumerate(gaps, start=1):
         assert gap >= 0.8 * 2 ** (n - 1) - 0.05, f"retry {n + 1} came {gap:.2f} s after the previous one"

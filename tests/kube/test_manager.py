@@ -51,7 +51,7 @@ class Replica:
     def _run(self) -> None:
         self.exit_code = self.manager.run()
 
-    def start(self) -> "Replica":
+    def start(self) -> Replica:
         self.thread.start()
         return self
 

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kmm_dtk.dump import load_files
 from tests.support.binaries import build
 from tests.support.cluster import REPO, api_client_from, install_crds
 from tests.support.controlplane import ControlPlane
 from tests.support.objects import load_objects
-from kmm_dtk.dump import load_files
 
 pytestmark = pytest.mark.integration
 

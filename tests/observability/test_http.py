@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from kubernetes import client
 from prometheus_client import CollectorRegistry
@@ -13,8 +12,6 @@ from kmm_dtk.observability.http import Checks, health_server, metrics_server, pa
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from tests.support.controlplane import wait_for
 from tests.support.http import http_get
-
-
 
 
 @pytest.mark.parametrize("address, expected", [(":8080", ("", 8080)), ("127.0.0.1:0", ("127.0.0.1", 0)),

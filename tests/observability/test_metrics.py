@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Hashable
+from collections.abc import Hashable
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -68,7 +68,8 @@ def test_queue_adds_depth_and_durations(registry: CollectorRegistry, clock: Fake
     assert sample(registry, "workqueue_depth", name="q") == 0
 
 
-def test_add_while_processing_counts_once_and_times_from_that_add(registry: CollectorRegistry, clock: FakeClock) -> None:
+def test_add_while_processing_counts_once_and_times_from_that_add(registry: CollectorRegistry,
+                                                                  clock: FakeClock) -> None:
     q = WorkQueue("q", metrics=ControllerMetrics(registry, clock=clock))
     q.add("a")
     q.get(timeout=0)

@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from kmm_dtk.core.plan import Action, PlanEntry, Reason
+from kmm_dtk.core.verdicts import ImageState
 from kmm_dtk.observability.registry_metrics import RegistryMetrics
 from kmm_dtk.operator.registry_access import _TTLCache
 from kmm_dtk.registry.auth import AuthConfig
@@ -17,7 +18,6 @@ from kmm_dtk.registry.check import RegistryChecker, UnreachableRegistries
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.registry.transport import Transport
-from kmm_dtk.core.verdicts import ImageState
 from tests.support.objects import unique_name
 
 KERNEL = "5.14.0-570.27.1.el9_6.x86_64"

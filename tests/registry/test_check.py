@@ -9,12 +9,12 @@ import pytest
 
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, Action, PlanEntry, Reason
+from kmm_dtk.core.verdicts import DtkState, ImageState
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.check import RegistryChecker
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.tls import TrustStore
-from kmm_dtk.core.verdicts import DtkState, ImageState
 from tests.support.loopback import CountingListener
 from tests.support.objects import unique_name
 from tests.support.registry import dtk_release_files, push_image

@@ -14,8 +14,16 @@ import logging
 import pytest
 
 from kmm_dtk.registry.auth import AuthConfig
-from kmm_dtk.registry.client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, BlobMissing,
-                                     LinkAuth, Presence, RegistryError)
+from kmm_dtk.registry.client import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    BlobMissing,
+    LinkAuth,
+    Presence,
+    RegistryError,
+)
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
 from tests.registry.conftest import policy, repo, server_auth

@@ -191,7 +191,8 @@ def test_icsp_ignores_mirror_source_policy() -> None:
 
 def test_entries_without_real_mirrors_do_not_shadow_shorter_sources() -> None:
     """As the MCO renders them: no mirror (or only the source itself) is not a mirror set."""
-    objects = [idms("a", rule("quay.io", "mirror.local"), rule("quay.io/ns"), rule("quay.io/ns/repo", "quay.io/ns/repo"))]
+    objects = [idms("a", rule("quay.io", "mirror.local"), rule("quay.io/ns"),
+                    rule("quay.io/ns/repo", "quay.io/ns/repo"))]
     assert sources_for(objects, f"quay.io/ns/repo@{D}") == [f"mirror.local/ns/repo@{D}", f"quay.io/ns/repo@{D}"]
 
 

@@ -13,12 +13,12 @@ import pytest
 
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import Action, PlanEntry, Reason
+from kmm_dtk.core.verdicts import ImageState
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.check import RegistryChecker
 from kmm_dtk.registry.client import LinkAuth, Presence, RegistryClient
 from kmm_dtk.registry.reference import ImageRef
 from kmm_dtk.registry.tls import TLSPolicy, TrustStore
-from kmm_dtk.core.verdicts import ImageState
 from tests.registry.conftest import FAST, repo, server_auth
 from tests.support.registry import RegistryServer, push_image
 

@@ -7,10 +7,10 @@ so a leader has modules x (kernels + 2) writes to make (Builds, a status patch, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from kubernetes import client

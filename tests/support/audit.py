@@ -9,10 +9,10 @@ rather than from what the clients believe they did.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 

@@ -96,7 +96,8 @@ def build(log=sys.stderr) -> Assets:
     if found:
         return found
     if shutil.which("go") is None:
-        raise AssetsError("no kube-apiserver found and no Go toolchain to build one; install Go or set KUBEBUILDER_ASSETS")
+        raise AssetsError("no kube-apiserver found and no Go toolchain to build one; "
+                          "install Go or set KUBEBUILDER_ASSETS")
     folder = cache_root() / f"controlplane-{source_hash()}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / ".build.lock", "w") as lock:
@@ -112,7 +113,8 @@ def build(log=sys.stderr) -> Assets:
         started = time.monotonic()
         env = dict(os.environ, CGO_ENABLED="0")
         result = subprocess.run(
-            ["go", "build", "-trimpath", f"-ldflags=-s -w {_version_ldflags()}", "-o", str(staging / "controlplane"), "."],
+            ["go", "build", "-trimpath", f"-ldflags=-s -w {_version_ldflags()}", "-o", str(staging / "controlplane"),
+             "."],
             cwd=SOURCE_DIR, env=env, stdout=log, stderr=log,
         )
         if result.returncode != 0:

@@ -102,7 +102,7 @@ def install_crds(api: client.ApiClient, existing: bool = False) -> None:
         group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
         version = next(v["name"] for v in crd["spec"]["versions"] if v.get("served", True))
         # Established can precede the first successful request by a moment: wait until it serves.
-        wait_for(lambda: custom.list_cluster_custom_object(group, version, plural, limit=1) is not None,
+        wait_for(lambda g=group, v=version, p=plural: custom.list_cluster_custom_object(g, v, p, limit=1) is not None,
                  30, f"{plural}.{group} to be served")
 
 

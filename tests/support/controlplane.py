@@ -15,14 +15,13 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
 from tests.support.binaries import Assets
 from tests.support.pki import Pki, make_controlplane_pki
-
 
 _PR_SET_PDEATHSIG = 1
 
@@ -131,7 +130,7 @@ class ControlPlane:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, timeout: float = 60) -> "ControlPlane":
+    def start(self, timeout: float = 60) -> ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pki = make_controlplane_pki(self.workdir / "pki")
         self.etcd_port, self.apiserver_port = free_port(), free_port()
@@ -219,7 +218,7 @@ class ControlPlane:
         self._terminate(self._etcd)
         self._etcd = None
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc) -> None:

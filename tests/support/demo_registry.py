@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kubernetes import client
 
@@ -78,7 +79,8 @@ def prepare(workdir: Path, objects) -> DemoRegistry:
         if original in moved or tag["name"] not in kernels:
             continue
         source, name = _source_and_repo(original)
-        pushed = push_image(server, _mirror_repo(name), tag["name"], files=dtk_release_files(kernels[tag["name"]], RHEL_VERSION="8.6"))
+        pushed = push_image(server, _mirror_repo(name), tag["name"],
+                            files=dtk_release_files(kernels[tag["name"]], RHEL_VERSION="8.6"))
         moved[original] = f"{name}@{pushed.digest}"
     for tag in stream["spec"]["tags"]:
         tag["from"]["name"] = moved.get(tag["from"]["name"], tag["from"]["name"])

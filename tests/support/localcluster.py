@@ -12,15 +12,15 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from kmm_dtk.dump import DumpError, load_files  # the same reader as `kmm-dtk plan`
+from tests.support import demo_registry
 from tests.support.binaries import AssetsError, build
 from tests.support.cluster import REPO, api_client_from, install_crds
 from tests.support.controlplane import ControlPlane, free_port
-from tests.support import demo_registry
 from tests.support.demo_registry import DemoRegistry
 from tests.support.objects import load_objects
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class ScriptedHTTPServer:
         with self._lock:
             return sum(1 for s in self.seen if s.path.partition("?")[0] == path)
 
-    def __enter__(self) -> "ScriptedHTTPServer":
+    def __enter__(self) -> ScriptedHTTPServer:
         self._thread.start()
         return self
 
@@ -115,7 +115,7 @@ class CountingListener:
             else:
                 self._held.append(conn)
 
-    def __enter__(self) -> "CountingListener":
+    def __enter__(self) -> CountingListener:
         self._thread.start()
         return self
 

@@ -6,10 +6,12 @@ and the image controller do; nothing else in a bare control plane would fill it 
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -175,7 +177,7 @@ def apply_crds(api: client.ApiClient, documents: Iterable[Mapping[str, Any]], ti
         return any(c.type == "Established" and c.status == "True" for c in (status.conditions or []))
 
     for name in names:
-        wait_for(lambda: established(name), timeout, f"CRD {name} to be Established")
+        wait_for(functools.partial(established, name), timeout, f"CRD {name} to be Established")
     return names
 
 

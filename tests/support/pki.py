@@ -34,7 +34,7 @@ def _write_key(path: Path, key) -> None:
 
 def _cert(subject: x509.Name, public_key, issuer: x509.Name, signer, *, ca: bool,
           usage: list | None = None, sans: list | None = None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -20,9 +20,10 @@ import subprocess
 import tarfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from types import MappingProxyType
 from urllib.parse import urljoin
 
 import urllib3
@@ -146,7 +147,7 @@ class RegistryServer:
                                         "issuer": self.token_server.issuer, "rootcertbundle": str(self.ca_file)}}
         return config
 
-    def start(self, timeout: float = 30) -> "RegistryServer":
+    def start(self, timeout: float = 30) -> RegistryServer:
         binary = registry_binary()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
@@ -203,7 +204,7 @@ class RegistryServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def __enter__(self) -> "RegistryServer":
+    def __enter__(self) -> RegistryServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -246,7 +247,9 @@ class Directory:
     pass
 
 
-LayerFiles = Mapping[str, Union[bytes, Symlink, Hardlink, Directory]]
+LayerFiles = Mapping[str, bytes | Symlink | Hardlink | Directory]
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
+NO_FILES: LayerFiles = MappingProxyType({})  # an image of one empty layer
 
 MEDIA = {
     "docker": {
@@ -376,8 +379,8 @@ def _push_platform_image(server: RegistryServer, repository: str, reference: str
     return digest, config_digest, tuple(entry["digest"] for entry in layer_entries), len(body)
 
 
-def push_image(server: RegistryServer, repository: str, tag: str, *, labels: Mapping[str, str] = {},
-               files: LayerFiles | Sequence[LayerFiles] = {}, media: str = "docker", index: bool = False,
+def push_image(server: RegistryServer, repository: str, tag: str, *, labels: Mapping[str, str] = NO_LABELS,
+               files: LayerFiles | Sequence[LayerFiles] = NO_FILES, media: str = "docker", index: bool = False,
                compress: bool = True) -> PushedImage:
     """Push a linux/amd64 image whose layers hold ``files`` (one dict per layer, bottom first; a single
     dict is one layer) and whose config carries ``labels``. With ``index``, the tag names an image index

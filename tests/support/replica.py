@@ -30,7 +30,7 @@ class Replica:
         self.health_port = free_port()
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Replica":
+    def start(self) -> Replica:
         duration, deadline, retry = self.lease
         argv = [sys.executable, "-m", "kmm_dtk", "run", "--kubeconfig", str(self.kubeconfig),
                 "--namespace", self.namespace, "--dtk-imagestream", f"{self.namespace}/driver-toolkit",

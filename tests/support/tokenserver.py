@@ -105,11 +105,11 @@ class TokenServer:
             return False, None
         return (username == self.username and password == self.password), username
 
-    def start(self) -> "TokenServer":
+    def start(self) -> TokenServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # http.server's name
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query)
                 scope = query.get("scope", [None])[0]
