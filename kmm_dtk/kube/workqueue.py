@@ -15,8 +15,10 @@ Shutting down (as in client-go): ``add`` and ``add_after`` become no-ops, keys s
 their delay are dropped, ``get`` keeps handing out keys already queued and then returns
 ``(None, True)``; ``done`` still re-queues a dirty key so nothing handed out is lost mid-drain.
 
-Delays run on ``time.monotonic`` (the waiter sleeps on a ``threading.Condition``, which knows no
-other clock); the metrics handle has its own injectable clock.
+Delays are measured on an injectable clock (``time.monotonic`` by default); the waiter sleeps on a
+``threading.Condition`` for the seconds that clock says are left. A clock that jumps (a test's
+fake one) calls ``release_due`` to hand out what has become due at once. ``get`` and
+``shutdown_with_drain`` timeouts are real time. The metrics handle has its own injectable clock.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Hashable
 
-from kmm_dtk.kube.ratelimit import RateLimiter, default_controller_rate_limiter
+from kmm_dtk.kube.ratelimit import Clock, RateLimiter, default_controller_rate_limiter
 
 if TYPE_CHECKING:
     from kmm_dtk.observability.metrics import ControllerMetrics, QueueMetrics
@@ -168,8 +170,10 @@ class DelayingQueue(WorkQueue):
     skipped when it surfaces (``_waiting`` holds each key's live entry).
     """
 
-    def __init__(self, name: str = "", *, metrics: "ControllerMetrics | None" = None) -> None:
+    def __init__(self, name: str = "", *, metrics: "ControllerMetrics | None" = None,
+                 clock: Clock = time.monotonic) -> None:
         super().__init__(name, metrics=metrics)
+        self._clock = clock
         self._wake_waiter = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, Hashable]] = []  # (ready_at, seq, key): seq breaks ties, keys need no order
         self._waiting: dict[Hashable, tuple[float, int]] = {}  # key -> (ready_at, seq) of its live entry
@@ -191,7 +195,7 @@ class DelayingQueue(WorkQueue):
             if delay <= 0:
                 self._add_locked(key)
                 return
-            ready_at = time.monotonic() + delay
+            ready_at = self._clock() + delay
             current = self._waiting.get(key)
             if current is not None and current[0] <= ready_at:
                 return
@@ -209,26 +213,40 @@ class DelayingQueue(WorkQueue):
         with self._lock:
             return len(self._waiting)
 
+    def release_due(self) -> None:
+        """Queue the keys that are due by the clock now, in this thread, rather than when the waiter
+        next wakes. Only a clock that jumps needs it (a test's fake clock, after stepping it): on
+        ``time.monotonic`` the waiter wakes on time by itself."""
+        with self._lock:
+            if self._shutting_down:
+                return
+            self._release_due_locked(self._clock())
+            self._wake_waiter.notify()  # the next ready time may have changed: let the waiter look again
+
+    def _release_due_locked(self, now: float) -> float | None:
+        """Move every key ready by ``now`` to the FIFO; the ready time of the next one still waiting."""
+        while self._heap:
+            ready_at, seq, key = self._heap[0]
+            live = self._waiting.get(key)
+            if live is None or live[1] != seq:
+                heapq.heappop(self._heap)  # superseded by an earlier time, or already added
+                continue
+            if ready_at > now:
+                return ready_at
+            heapq.heappop(self._heap)
+            del self._waiting[key]
+            try:
+                self._add_locked(key)
+            except Exception:  # e.g. a failing metrics backend: never kill the only waiter
+                log.exception("Adding a delayed key failed", extra={"queue": self.name, "key": key})
+        return None
+
     def _wait_loop(self) -> None:
         with self._lock:
             while not self._shutting_down:
-                now = time.monotonic()
-                while self._heap:
-                    ready_at, seq, key = self._heap[0]
-                    live = self._waiting.get(key)
-                    if live is None or live[1] != seq:
-                        heapq.heappop(self._heap)  # superseded by an earlier time, or already added
-                        continue
-                    if ready_at > now:
-                        break
-                    heapq.heappop(self._heap)
-                    del self._waiting[key]
-                    try:
-                        self._add_locked(key)
-                    except Exception:  # e.g. a failing metrics backend: never kill the only waiter
-                        log.exception("Adding a delayed key failed", extra={"queue": self.name, "key": key})
-                timeout = self._heap[0][0] - now if self._heap else None
-                self._wake_waiter.wait(timeout)
+                now = self._clock()
+                next_at = self._release_due_locked(now)
+                self._wake_waiter.wait(None if next_at is None else next_at - now)
             self._heap.clear()
             self._waiting.clear()
 
@@ -238,7 +256,8 @@ class DelayingQueue(WorkQueue):
 
 
 class RateLimitingQueue(DelayingQueue):
-    """A ``DelayingQueue`` whose retries are spaced by a rate limiter (default: client-go's)."""
+    """A ``DelayingQueue`` whose retries are spaced by a rate limiter (default: client-go's, on the
+    queue's clock)."""
 
     def __init__(
         self,
@@ -246,9 +265,11 @@ class RateLimitingQueue(DelayingQueue):
         rate_limiter: RateLimiter | None = None,
         *,
         metrics: "ControllerMetrics | None" = None,
+        clock: Clock = time.monotonic,
     ) -> None:
-        super().__init__(name, metrics=metrics)
-        self.rate_limiter: RateLimiter = rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
+        super().__init__(name, metrics=metrics, clock=clock)
+        self.rate_limiter: RateLimiter = (rate_limiter if rate_limiter is not None
+                                          else default_controller_rate_limiter(clock))
 
     def add_rate_limited(self, key: Hashable) -> None:
         """Add ``key`` after the delay the rate limiter gives it (counting one more failure)."""

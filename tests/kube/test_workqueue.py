@@ -17,8 +17,27 @@ from tests.support.controlplane import wait_until
 from kmm_dtk.kube.workqueue import DelayingQueue, RateLimitingQueue, WorkQueue
 
 DEADLINE = 5.0  # seconds: generous upper bound for anything that should happen "soon"
+TICK = 2.0 ** -10  # about a millisecond, and exact in binary floating point (so are the delays below)
 
 
+class FakeClock:
+    """Time that moves only when a test steps it. ``read_elsewhere`` is set once a thread other than
+    the test's reads it (the delaying queue's waiter, which reads it under the queue's lock)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.owner = threading.get_ident()
+        self.read_elsewhere = threading.Event()
+
+    def __call__(self) -> float:
+        if threading.get_ident() != self.owner:
+            self.read_elsewhere.set()
+        return self.now
+
+    def step(self, queue: DelayingQueue, seconds: float) -> None:
+        """Move time on and let ``queue`` hand out what became due, before returning."""
+        self.now += seconds
+        queue.release_due()
 
 
 def get_now(q: WorkQueue) -> Hashable | None:
@@ -255,68 +274,106 @@ def test_add_after_zero_or_negative_adds_at_once() -> None:
 
 
 def test_add_after_hands_keys_out_in_ready_order_and_not_early() -> None:
-    q = DelayingQueue("q")
-    started = time.monotonic()
-    q.add_after("late", 0.15)
-    q.add_after("early", 0.05)
-    q.add_after(("ns", "middle"), 0.10)
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
+    q.add_after("late", 1.5)
+    q.add_after("early", 0.5)
+    q.add_after(("ns", "middle"), 1.0)
     assert q.len() == 0 and q.num_waiting() == 3
     got = []
-    for _ in range(3):
-        key, shutdown = q.get(timeout=DEADLINE)
-        assert not shutdown
-        got.append((key, time.monotonic() - started))
-        q.done(key)
-    assert [key for key, _ in got] == ["early", ("ns", "middle"), "late"]
-    for (key, elapsed), delay in zip(got, [0.05, 0.10, 0.15]):
-        assert elapsed >= delay, key
+    for _ in range(8):  # steps of 0.25 s, exact in binary floating point
+        clock.step(q, 0.25)
+        while (key := get_now(q)) is not None:
+            got.append((key, clock.now - 1000.0))
+            q.done(key)
+    assert got == [("early", 0.5), (("ns", "middle"), 1.0), ("late", 1.5)]  # each at its time, not before
     assert q.num_waiting() == 0
 
 
-def test_waiting_twice_keeps_the_earlier_time_when_the_second_is_earlier() -> None:
+def test_add_after_on_the_real_clock() -> None:
+    """The waiter wakes by itself on ``time.monotonic``: no ``release_due`` needed."""
     q = DelayingQueue("q")
-    q.add_after("a", 600.0)
+    sent = time.monotonic()
     q.add_after("a", 0.02)
-    assert q.num_waiting() == 1
     assert q.get(timeout=DEADLINE) == ("a", False)
+    assert time.monotonic() - sent >= 0.02
+
+
+def test_waiting_twice_keeps_the_earlier_time_when_the_second_is_earlier() -> None:
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
+    q.add_after("a", 600.0)
+    q.add_after("a", 0.5)
+    assert q.num_waiting() == 1
+    clock.step(q, 0.5 - TICK)
+    assert get_now(q) is None
+    clock.step(q, TICK)
+    assert get_now(q) == "a"
     q.done("a")
     assert q.num_waiting() == 0  # the 600 s entry is gone too
+    clock.step(q, 600.0)
+    assert get_now(q) is None
 
 
 def test_waiting_twice_keeps_the_earlier_time_when_the_second_is_later() -> None:
-    q = DelayingQueue("q")
-    q.add_after("a", 0.02)
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
+    q.add_after("a", 0.5)
     q.add_after("a", 600.0)
     assert q.num_waiting() == 1
-    assert q.get(timeout=DEADLINE) == ("a", False)
+    clock.step(q, 0.5 - TICK)
+    assert get_now(q) is None
+    clock.step(q, TICK)
+    assert get_now(q) == "a"
     q.done("a")
     assert q.num_waiting() == 0
 
 
 def test_a_new_earlier_key_wakes_the_waiter() -> None:
-    q = DelayingQueue("q")
-    q.add_after("far", 600.0)  # the waiter now sleeps for 600 s
-    q.add_after("near", 0.02)
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
+    q.add_after("far", 600.0)
+    # The waiter reads the clock and starts its 600 s wait in one locked step: once it has read the
+    # clock, the next add_after (which takes the lock) finds it waiting.
+    assert clock.read_elsewhere.wait(DEADLINE)
+    q.add_after("near", 0.02)  # it must wake to wait 0.02 s instead
+    clock.now += 0.02  # no release_due: the waiter itself hands "near" out
     assert q.get(timeout=DEADLINE) == ("near", False)
     assert q.num_waiting() == 1
 
 
+def test_release_due_before_any_add_after_and_after_shutdown_is_harmless() -> None:
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
+    clock.step(q, 1.0)
+    assert q.len() == 0 and q.num_waiting() == 0
+    q.add_after("a", 1.0)
+    q.shutdown()
+    clock.step(q, 1.0)
+    assert q.get(timeout=0) == (None, True)
+
+
 def test_delayed_key_already_queued_is_not_duplicated() -> None:
-    q = DelayingQueue("q")
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
     q.add("a")
     q.add_after("a", 0.01)
-    assert wait_until(lambda: q.num_waiting() == 0)
+    assert q.num_waiting() == 1
+    clock.step(q, 0.01)
+    assert q.num_waiting() == 0
     assert q.len() == 1
     assert get_now(q) == "a"
     assert get_now(q) is None
 
 
 def test_shutdown_drops_waiting_keys() -> None:
-    q = DelayingQueue("q")
+    clock = FakeClock()
+    q = DelayingQueue("q", clock=clock)
     q.add_after("a", 0.05)
     q.shutdown()
+    clock.step(q, 0.05)
     assert q.get(timeout=DEADLINE) == (None, True)
-    assert wait_until(lambda: q.num_waiting() == 0)
+    assert wait_until(lambda: q.num_waiting() == 0)  # the waiter drops them as it ends
 
 
 # -- rate limiting ------------------------------------------------------------------------------
@@ -334,24 +391,33 @@ def test_add_rate_limited_waits_the_limiters_delay() -> None:
 
 
 def test_add_rate_limited_backs_off_and_forget_resets() -> None:
-    q = RateLimitingQueue("q", rate_limiter=ItemExponentialRateLimiter(base_delay=0.01, max_delay=1.0))
-    arrivals = []
-    for expected_requeues, backoff in [(1, 0.01), (2, 0.02), (3, 0.04)]:
-        sent = time.monotonic()
+    clock = FakeClock()
+    q = RateLimitingQueue("q", rate_limiter=ItemExponentialRateLimiter(base_delay=0.125, max_delay=1.0), clock=clock)
+    for expected_requeues, backoff in [(1, 0.125), (2, 0.25), (3, 0.5)]:  # exact in binary floating point
         q.add_rate_limited("k")
         assert q.num_requeues("k") == expected_requeues
-        assert q.get(timeout=DEADLINE) == ("k", False)
-        arrivals.append(time.monotonic() - sent)
+        clock.step(q, backoff - TICK)
+        assert get_now(q) is None, f"handed out before its {backoff} s backoff"
+        clock.step(q, TICK)
+        assert get_now(q) == "k"
         q.done("k")
-        assert arrivals[-1] >= backoff
     q.forget("k")
     assert q.num_requeues("k") == 0
-    assert q.rate_limiter.when("k") == pytest.approx(0.01)
+    assert q.rate_limiter.when("k") == pytest.approx(0.125)
 
 
 def test_default_rate_limiter_is_client_gos() -> None:
     q = RateLimitingQueue("q")
     assert [q.rate_limiter.when("k") for _ in range(3)] == pytest.approx([0.005, 0.01, 0.02])
+
+
+def test_the_default_rate_limiters_bucket_runs_on_the_queues_clock() -> None:
+    clock = FakeClock()
+    q = RateLimitingQueue("q", clock=clock)
+    delays = [q.rate_limiter.when(f"k{i}") for i in range(101)]  # burst 100, then 10 qps
+    assert delays[:100] == pytest.approx([0.005] * 100) and delays[100] == pytest.approx(0.1)
+    clock.now += 1.0  # ten tokens back, on the queue's clock only
+    assert q.rate_limiter.when("k200") == pytest.approx(0.005)
 
 
 # -- concurrency --------------------------------------------------------------------------------
