@@ -48,10 +48,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from kmm_dtk.kube import defaults
 from kmm_dtk.kube.client import ApiError, KubeClient, Resource
@@ -88,8 +89,8 @@ def default_identity() -> str:
 
 def micro_time(moment: datetime | None = None) -> str:
     """A ``metav1.MicroTime``: RFC 3339 in UTC with exactly six fractional digits."""
-    moment = moment or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class LeaderElectionRecord:
     lease_transitions: int = 0
 
     @classmethod
-    def from_lease(cls, lease: Mapping[str, Any]) -> "LeaderElectionRecord":
+    def from_lease(cls, lease: Mapping[str, Any]) -> LeaderElectionRecord:
         spec = lease.get("spec") or {}
         return cls(
             holder_identity=str(spec.get("holderIdentity") or ""),
@@ -207,7 +208,7 @@ class LeaderElector:
     def lease_key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    def start(self) -> "LeaderElector":
+    def start(self) -> LeaderElector:
         """Start campaigning in a daemon thread. An elector runs once: after it stops (or loses
         the lease) make a new one."""
         with self._lock:
@@ -275,7 +276,7 @@ class LeaderElector:
             if not self._acquire():
                 return
             self._renew_until_lost_or_stopped()
-        except Exception:  # noqa: BLE001 - a bug here must end leadership, never leave it dangling
+        except Exception:  # a bug here must end leadership, never leave it dangling
             log.exception("leader election failed", extra=extra)
             self._stop_leading(lost=True, reason="internal error")
         finally:
@@ -515,7 +516,7 @@ class LeaderElector:
         started = self._clock()
         try:
             fn(*args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("leader election callback failed", extra=self._extra(callback=what))
         took = self._clock() - started
         if took > self.retry_period and what != "on_stopped_leading":

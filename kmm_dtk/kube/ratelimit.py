@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Hashable, Protocol, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
 
 Clock = Callable[[], float]
 

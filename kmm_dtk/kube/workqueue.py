@@ -29,7 +29,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Hashable
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 from kmm_dtk.kube.ratelimit import Clock, RateLimiter, default_controller_rate_limiter
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 class WorkQueue:
     """Deduplicating FIFO of hashable keys with processing/dirty tracking (client-go ``Type``)."""
 
-    def __init__(self, name: str = "", *, metrics: "ControllerMetrics | None" = None) -> None:
+    def __init__(self, name: str = "", *, metrics: ControllerMetrics | None = None) -> None:
         self.name = name
         self._lock = threading.Lock()
         self._has_items = threading.Condition(self._lock)  # get() waits here
@@ -170,7 +171,7 @@ class DelayingQueue(WorkQueue):
     skipped when it surfaces (``_waiting`` holds each key's live entry).
     """
 
-    def __init__(self, name: str = "", *, metrics: "ControllerMetrics | None" = None,
+    def __init__(self, name: str = "", *, metrics: ControllerMetrics | None = None,
                  clock: Clock = time.monotonic) -> None:
         super().__init__(name, metrics=metrics)
         self._clock = clock
@@ -203,7 +204,8 @@ class DelayingQueue(WorkQueue):
             self._waiting[key] = (ready_at, seq)
             heapq.heappush(self._heap, (ready_at, seq, key))
             if self._waiter is None:
-                self._waiter = threading.Thread(target=self._wait_loop, name=f"workqueue-{self.name}-delay", daemon=True)
+                self._waiter = threading.Thread(target=self._wait_loop, name=f"workqueue-{self.name}-delay",
+                                                daemon=True)
                 self._waiter.start()
             elif self._heap[0][1] == seq:
                 self._wake_waiter.notify()  # the new key is due before whatever the waiter sleeps for
@@ -264,7 +266,7 @@ class RateLimitingQueue(DelayingQueue):
         name: str = "",
         rate_limiter: RateLimiter | None = None,
         *,
-        metrics: "ControllerMetrics | None" = None,
+        metrics: ControllerMetrics | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(name, metrics=metrics, clock=clock)

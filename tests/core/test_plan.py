@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.design import K84, K86, R410, R411
-from tests.support.design import DTK_410 as IMAGE_410
-from tests.support.design import DTK_411 as IMAGE_411
 from kmm_dtk.core.plan import (
     Action,
     Reason,
@@ -19,6 +16,9 @@ from kmm_dtk.core.plan import (
     plan_module,
     snapshot_from_objects,
 )
+from tests.support.design import DTK_410 as IMAGE_410
+from tests.support.design import DTK_411 as IMAGE_411
+from tests.support.design import K84, K86, R410, R411
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DTK_REF = ("openshift", "driver-toolkit")
@@ -515,7 +515,8 @@ def test_upcoming_kernel_has_the_hash_it_will_have_once_nodes_run_it():
     ahead = by_kernel(plan_module(module(), upcoming_snapshot()))[K88]
     stream = design_stream()
     stream["spec"]["tags"].append({"name": R413, "from": {"kind": "DockerImage", "name": DTK_413}})
-    stream["status"]["tags"].append({"tag": R413, "items": [{"dockerImageReference": DTK_413, "image": "sha256:" + "13" * 32}]})
+    stream["status"]["tags"].append(
+        {"tag": R413, "items": [{"dockerImageReference": DTK_413, "image": "sha256:" + "13" * 32}]})
     after = by_kernel(plan_module(module(), snapshot(
         design_nodes() + [node("worker-9", K88, f"Red Hat Enterprise Linux CoreOS {R413} (Ootpa)")], stream)))[K88]
     assert after.release is None
@@ -550,7 +551,8 @@ def test_upcoming_kernels_follow_the_architecture_and_variant_of_the_selected_no
                                        UpcomingKernel(arm, R413, DTK_413, RELEASE),
                                        UpcomingKernel(arm + "+64k", R413, DTK_413, RELEASE)])
     assert sorted(by_kernel(plan_module(module(), snap))) == [K84, K86, K88]  # x86_64 nodes only
-    arm_node = node("worker-arm", "4.18.0-372.16.1.el8_6.aarch64+64k", f"Red Hat Enterprise Linux CoreOS {R411} (Ootpa)")
+    arm_node = node("worker-arm", "4.18.0-372.16.1.el8_6.aarch64+64k",
+                    f"Red Hat Enterprise Linux CoreOS {R411} (Ootpa)")
     snap = replace_nodes(snap, design_nodes() + [arm_node])
     assert arm + "+64k" in by_kernel(plan_module(module(), snap))
     assert arm not in by_kernel(plan_module(module(), snap))  # no 4k-page arm node

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ class Candidate:
         for hook in self.on_stop:
             hook()
 
-    def start(self) -> "Candidate":
+    def start(self) -> Candidate:
         self.elector.start()
         return self
 
@@ -103,7 +104,7 @@ class Candidate:
 
     def intervals(self) -> list[tuple[float, float]]:
         ends = self.stopped_at + [float("inf")] * (len(self.started_at) - len(self.stopped_at))
-        return list(zip(self.started_at, ends))
+        return list(zip(self.started_at, ends, strict=True))
 
 
 class OverlapSampler:
@@ -385,23 +386,27 @@ def test_expiry_is_judged_by_the_local_clock_not_renew_time(renew_time, api, nam
 
 def test_two_candidates_racing_to_create_the_lease(api, namespace, candidates):
     for round_ in range(3):
-        lease = unique_name(f"race{round_}")
-        barrier = threading.Barrier(2)
-        clients = {"a": RecordingClient(api, barrier), "b": RecordingClient(api, barrier)}
-        racers = {who: candidates(c, lease, namespace, who).start() for who, c in clients.items()}
-        wait_for(lambda: all(c.count("POST") for c in clients.values()), 5, "both creates")
-        posts = sorted(s for c in clients.values() for m, s in c.calls if m == "POST")
-        assert posts == [200, 409], f"round {round_}: create results {posts}"
-        winner = next(who for who, c in clients.items() if c.count("POST", 200))
-        loser = "b" if winner == "a" else "a"
-        wait_for(racers[winner].leading, 5, "the winner to lead")
-        wait_for(lambda: racers[loser].elector.leader_identity() == winner, 5, "the loser to see the winner")
-        gets = clients[loser].count("GET", 200)
-        wait_for(lambda: clients[loser].count("GET", 200) >= gets + 2, 5, "the loser to keep polling")
-        assert not racers[loser].started_at, f"round {round_}: the loser led"
-        assert racers[winner].elector.is_leader() and not racers[loser].elector.is_leader()
-        assert clients[loser].count("POST") == 1 and clients[loser].count("PUT") == 0
-        spec = read_lease(clients[winner], namespace, lease)["spec"]
-        assert spec["holderIdentity"] == winner and spec.get("leaseTransitions", 0) == 0
-        for racer in racers.values():
-            racer.elector.stop(release=False)
+        race_to_create(api, namespace, candidates, round_)
+
+
+def race_to_create(api, namespace, candidates, round_: int) -> None:
+    lease = unique_name(f"race{round_}")
+    barrier = threading.Barrier(2)
+    clients = {"a": RecordingClient(api, barrier), "b": RecordingClient(api, barrier)}
+    racers = {who: candidates(c, lease, namespace, who).start() for who, c in clients.items()}
+    wait_for(lambda: all(c.count("POST") for c in clients.values()), 5, "both creates")
+    posts = sorted(s for c in clients.values() for m, s in c.calls if m == "POST")
+    assert posts == [200, 409], f"round {round_}: create results {posts}"
+    winner = next(who for who, c in clients.items() if c.count("POST", 200))
+    loser = "b" if winner == "a" else "a"
+    wait_for(racers[winner].leading, 5, "the winner to lead")
+    wait_for(lambda: racers[loser].elector.leader_identity() == winner, 5, "the loser to see the winner")
+    gets = clients[loser].count("GET", 200)
+    wait_for(lambda: clients[loser].count("GET", 200) >= gets + 2, 5, "the loser to keep polling")
+    assert not racers[loser].started_at, f"round {round_}: the loser led"
+    assert racers[winner].elector.is_leader() and not racers[loser].elector.is_leader()
+    assert clients[loser].count("POST") == 1 and clients[loser].count("PUT") == 0
+    spec = read_lease(clients[winner], namespace, lease)["spec"]
+    assert spec["holderIdentity"] == winner and spec.get("leaseTransitions", 0) == 0
+    for racer in racers.values():
+        racer.elector.stop(release=False)

@@ -8,13 +8,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import pytest
 
 from kmm_dtk.kube.ratelimit import ItemExponentialRateLimiter
-from tests.support.controlplane import wait_until
 from kmm_dtk.kube.workqueue import DelayingQueue, RateLimitingQueue, WorkQueue
+from tests.support.controlplane import wait_until
 
 DEADLINE = 5.0  # seconds: generous upper bound for anything that should happen "soon"
 TICK = 2.0 ** -10  # about a millisecond, and exact in binary floating point (so are the delays below)
@@ -464,7 +464,10 @@ def fast_thread_switching():
         sys.setswitchinterval(previous)
 
 
-def run_stress(q: WorkQueue, produce: Callable[[random.Random, StressRecorder, list[Hashable]], None]) -> StressRecorder:
+Producer = Callable[[random.Random, StressRecorder, list[Hashable]], None]
+
+
+def run_stress(q: WorkQueue, produce: Producer) -> StressRecorder:
     keys: list[Hashable] = [f"ns/k{i}" for i in range(40)] + [("ns", f"t{i}") for i in range(10)]
     rec = StressRecorder(keys)
 
