@@ -230,7 +230,8 @@ def test_use_oc_without_openshift_client(monkeypatch, capsys):
 
 def test_use_oc_without_oc_binary(monkeypatch, capsys, tmp_path):
     fake = types.ModuleType("openshift_client")
-    fake.invoke = lambda *a, **k: pytest.fail("oc must not be invoked without a binary")  # type: ignore[attr-defined]
+    monkeypatch.setattr(fake, "invoke", lambda *a, **k: pytest.fail("oc must not be invoked without a binary"),
+                        raising=False)
     monkeypatch.setitem(sys.modules, "openshift_client", fake)
     monkeypatch.setenv("PATH", str(tmp_path))
     code, out = dtk_image("--release", "quay.io/openshift-release-dev/ocp-release:4.18.1-x86_64", "--use-oc",
@@ -258,7 +259,7 @@ def test_use_oc_runs_oc_adm_release_info(monkeypatch, tmp_path, auth_file):
         return Result()
 
     fake = types.ModuleType("openshift_client")
-    fake.invoke = invoke  # type: ignore[attr-defined]
+    monkeypatch.setattr(fake, "invoke", invoke, raising=False)
     monkeypatch.setitem(sys.modules, "openshift_client", fake)
     stub = tmp_path / "bin" / "oc"
     stub.parent.mkdir()
@@ -286,7 +287,7 @@ def test_use_oc_failure_is_one_line(monkeypatch, tmp_path, capsys):
                     "quay.io/openshift-release-dev/ocp-release:4.1.0-x86_64\n")
 
     fake = types.ModuleType("openshift_client")
-    fake.invoke = lambda *a, **k: Result()  # type: ignore[attr-defined]
+    monkeypatch.setattr(fake, "invoke", lambda *a, **k: Result(), raising=False)
     monkeypatch.setitem(sys.modules, "openshift_client", fake)
     stub = tmp_path / "oc"
     stub.write_text("#!/bin/sh\n")
