@@ -145,7 +145,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from kmm_dtk.kube.manager import LeaderElectionConfig
     from kmm_dtk.observability import logs
     from kmm_dtk.observability.http import BindAddressError, bind_address
-    from kmm_dtk.operator.app import OperatorOptions, RegistryOptions, build_operator
+    from kmm_dtk.operator.app import build_operator
+    from kmm_dtk.operator.options import OperatorOptions, RegistryOptions
 
     logs.configure(args.log_format, args.log_level)
     bound: list[socket.socket] = []  # both held at once (one port named twice conflicts), then let go for the servers

@@ -31,7 +31,7 @@ METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "
 RAW = {"request", "request_raw", "watch"}
 # Requests that are not about a resource: API discovery (/apis/<group>/<version>), which every
 # authenticated user may make (system:discovery).
-NOT_RESOURCES = {("kmm_dtk/operator/app.py", "Discovery._fetch")}
+NOT_RESOURCES = {("kmm_dtk/operator/discovery.py", "Discovery._fetch")}
 # Where the client's own conveniences and the informer's list+watch are implemented: their requests
 # are accounted for at their callers.
 IMPLEMENTATIONS = {"kmm_dtk/kube/client.py", "kmm_dtk/kube/informer.py"}

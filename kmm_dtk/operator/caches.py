@@ -151,6 +151,14 @@ class ClusterView:
             upcoming=self._upcoming,
         )
 
+    def module_keys(self) -> list[str]:
+        return [module_key(m) for m in self.modules.list()]
+
+    def modules_using_configmap(self, configmap: Mapping[str, Any]) -> list[str]:
+        """The Modules whose Dockerfile lives in ``configmap`` (an index lookup)."""
+        meta = configmap.get("metadata") or EMPTY
+        return [module_key(m) for m in self.modules.by_index(CONFIGMAP_INDEX, f"{meta.get('namespace')}/{meta.get('name')}")]
+
     def modules_for_kernels(self, kernels: Iterable[str]) -> set[str]:
         """Modules that select at least one node running one of ``kernels``."""
         kernels = set(kernels)

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Sequence
 
+from kmm_dtk.kube.controller import Controller
+from kmm_dtk.kube.manager import Manager
+from kmm_dtk.kube.watch import constant, enqueue_on
+from kmm_dtk.kube.workqueue import RateLimitingQueue
+from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.operator.caches import Cache
 from kmm_dtk.operator.status import EventSpec, EventType
 from kmm_dtk.registry.mirrors import MirrorPolicy
 
 log = logging.getLogger(__name__)
+
+KEY = "mirror-sets"
 
 
 class MirrorWatch:
@@ -59,3 +67,45 @@ class MirrorWatch:
                     reports.append((obj, current[(kind, name)]))
         self._reported = current
         return reports
+
+
+class MirrorReconciler:
+    """A mirror set added, changed or removed changes where nodes pull from: every answer the
+    registry checker cached may be wrong, and every Module is planned again. The first reconcile
+    after start (or a takeover) only records the mirror sets: every Module is queued then anyway."""
+
+    def __init__(self, watch: MirrorWatch, forget_answers: Callable[[], None],
+                 module_keys: Callable[[], list[str]], enqueue_module: Callable[[str], None]) -> None:
+        self.watch = watch
+        self.forget_answers = forget_answers
+        self.module_keys = module_keys
+        self.enqueue_module = enqueue_module
+        self._seen: frozenset[tuple[str, str, str]] | None = None  # (kind, name, resourceVersion)
+
+    def reconcile(self, key: str) -> None:
+        current = frozenset((str(o.get("kind")), o["metadata"]["name"], str(o["metadata"].get("resourceVersion")))
+                            for cache in self.watch.caches for o in cache.list())
+        before, self._seen = self._seen, current
+        if before is None or before == current:
+            return
+        self.watch.policy()  # recompute now: its Events about unusable entries go out once, from here
+        self.forget_answers()
+        keys = self.module_keys()
+        log.info("mirror sets changed; registry answers forgotten", extra={"modules": len(keys)})
+        for module in keys:
+            self.enqueue_module(module)
+
+    def forget(self) -> None:
+        self._seen = None
+
+
+def setup_mirror_controller(manager: Manager, watch: MirrorWatch, forget_answers: Callable[[], None],
+                            module_keys: Callable[[], list[str]], enqueue_module: Callable[[str], None], *,
+                            metrics: ControllerMetrics | None = None) -> Controller:
+    """What enqueues it: any event of an ICSP, IDMS or ITMS (one key for all of them)."""
+    reconciler = MirrorReconciler(watch, forget_answers, module_keys, enqueue_module)
+    queue = RateLimitingQueue("mirrors", metrics=metrics)
+    for cache in watch.caches:
+        enqueue_on(cache.informers, queue, constant(KEY))
+    manager.add_prestart_hook(reconciler.forget)
+    return manager.add_controller(Controller("mirrors", queue, reconciler.reconcile, workers=1, metrics=metrics))

@@ -19,15 +19,21 @@ from kmm_dtk.core.plan import Action, PlanEntry, plan_module
 from kmm_dtk.kube.controller import Result
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.kube.frozen import EMPTY, thaw
+from kmm_dtk.kube.controller import Controller
+from kmm_dtk.kube.manager import Manager
+from kmm_dtk.kube.watch import enqueue_on
+from kmm_dtk.kube.workqueue import RateLimitingQueue
+from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.operator.builds import (
     ACTIVE_PHASES,
+    build_owner_key,
     build_hash,
     build_kernel,
     build_name,
     build_object,
     build_phase,
 )
-from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView
+from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView, module_key
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.resources import BUILDS, MODULES
 from kmm_dtk.core.decision import decide
@@ -276,3 +282,36 @@ class ModuleReconciler:
             if err.status == 404:
                 return  # deleted meanwhile
             raise
+
+
+def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """A Module's spec (its generation), identity or deletion: status writes and labels are ignored."""
+    o, n = old.get("metadata") or EMPTY, new.get("metadata") or EMPTY
+    return (o.get("generation"), o.get("uid"), o.get("deletionTimestamp")) != \
+        (n.get("generation"), n.get("uid"), n.get("deletionTimestamp"))
+
+
+def _data_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return old.get("data") != new.get("data")
+
+
+def _phase_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return build_phase(old) != build_phase(new)
+
+
+def _owner(build: Mapping[str, Any]) -> tuple[str, ...]:
+    owner = build_owner_key(build)
+    return (owner,) if owner else ()
+
+
+def setup_module_controller(manager: Manager, view: ClusterView, reconciler: ModuleReconciler, *, workers: int,
+                            metrics: ControllerMetrics | None = None) -> Controller:
+    """What enqueues a Module here: its spec changing (a new generation), a Dockerfile ConfigMap it
+    names changing its data, and one of its Builds appearing, changing phase or going. The node, DTK,
+    mirror and upgrade controllers add Modules to ``queue`` too, when the kernels a Module selects,
+    its DTK image, the mirror policy or the release being rolled out change."""
+    queue = RateLimitingQueue("modules", metrics=metrics)
+    enqueue_on(view.modules.informers, queue, lambda m: (module_key(m),), update=_generation_changed, delete=False)
+    enqueue_on(view.configmaps.informers, queue, view.modules_using_configmap, update=_data_changed)
+    enqueue_on(view.builds.informers, queue, _owner, update=_phase_changed)
+    return manager.add_controller(Controller("module", queue, reconciler.reconcile, workers=workers, metrics=metrics))

@@ -13,7 +13,12 @@ import threading
 from typing import Callable, NamedTuple
 
 from kmm_dtk.core.versions import versions_of
+from kmm_dtk.kube.controller import Controller
 from kmm_dtk.kube.decode import NodeSummary
+from kmm_dtk.kube.manager import Manager
+from kmm_dtk.kube.watch import enqueue_on
+from kmm_dtk.kube.workqueue import RateLimitingQueue
+from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.operator.caches import ClusterView, module_key, selector_of, selects
 
 log = logging.getLogger(__name__)
@@ -104,3 +109,15 @@ class NodeReconciler:
                                             "modules": len(modules)})
         for key in sorted(modules):
             self.enqueue_module(key)
+
+
+def setup_node_controller(manager: Manager, view: ClusterView, enqueue_module: Callable[[str], None], *,
+                          metrics: ControllerMetrics | None = None) -> Controller:
+    """What enqueues a node: appearing, going, or changing its kernel, OS image or labels
+    (``node_changed``); heartbeats and status updates do not. The map is primed from the cache before
+    the workers start, at start and on every takeover."""
+    reconciler = NodeReconciler(view, enqueue_module)
+    queue = RateLimitingQueue("nodes", metrics=metrics)
+    enqueue_on(view.nodes.informers, queue, lambda node: (node.name,), update=node_changed)
+    manager.add_prestart_hook(reconciler.prime)
+    return manager.add_controller(Controller("node", queue, reconciler.reconcile, workers=1, metrics=metrics))

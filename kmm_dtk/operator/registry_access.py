@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from kmm_dtk.core.module import RegistryTLS
@@ -20,7 +21,10 @@ from kmm_dtk.core.plan import PlanEntry
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
 from kmm_dtk.registry.bounded import LRU
-from kmm_dtk.registry.check import tls_policy
+from kmm_dtk.observability.registry_metrics import RegistryMetrics
+from kmm_dtk.operator.mirror_policy import MirrorWatch
+from kmm_dtk.operator.options import RegistryOptions
+from kmm_dtk.registry.check import RegistryChecker, tls_policy
 from kmm_dtk.registry.client import LinkAuth, RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.operator.resources import CONFIGMAPS, IMAGE_CONFIGS, SECRETS, SERVICEACCOUNTS
@@ -220,3 +224,57 @@ class ClusterTrust:
     def _configmap_cas(self, namespace: str, name: str) -> dict[str, str]:
         data = self._get(CONFIGMAPS, name, namespace).get("data") or {}
         return {TrustStore.host_from_configmap_key(k): v for k, v in data.items() if isinstance(v, str) and v.strip()}
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """The registry side of the operator: one client, and the credentials, CAs and mirrors it uses
+    to ask registries what the Builds and nodes would see."""
+
+    client: RegistryClient
+    secrets: PullSecrets
+    trust: ClusterTrust
+    mirrors: MirrorWatch
+    global_pull_secret: tuple[str, str] | None
+
+    def image_auth(self, entry: Any) -> LinkAuth:
+        """The target image, as its Build pushes it: the Module's secret or the builder's; over a link
+        its ``registryTLS`` weakened, only the Module's own secret (PullSecrets.for_entry)."""
+        self.trust.refresh()
+        return self.secrets.for_entry(entry, entry.registry_tls)
+
+    def dtk_auth(self, entry: Any) -> LinkAuth:
+        """The DTK, as the Build pulls it: also the cluster's global pull secret; over a link the
+        Module's ``baseImageRegistryTLS`` weakened, only the Module's own secret."""
+        self.trust.refresh()
+        return self.secrets.for_entry(entry, entry.base_image_registry_tls, self._global_auth())
+
+    def release_auth(self) -> LinkAuth:
+        """What nodes pull release images with: the cluster's global pull secret, also over the links
+        the cluster itself weakened (its insecureRegistries: no Module names a release image)."""
+        self.trust.refresh()
+        auth = self._global_auth()
+        return LinkAuth(auth, weakened=auth)
+
+    def _global_auth(self) -> AuthConfig:
+        if self.global_pull_secret is None:
+            return self.secrets.base
+        return self.secrets.for_namespace(*self.global_pull_secret, optional=True)
+
+
+    @classmethod
+    def create(cls, client: KubeClient, options: RegistryOptions, mirrors: MirrorWatch,
+               metrics: RegistryMetrics) -> RegistryAccess:
+        base_trust = TrustStore(ca_paths=options.ca_paths)
+        base_auth = AuthConfig.from_file(options.auth_file) if options.auth_file else AuthConfig.EMPTY
+        registry = RegistryClient(base_trust, base_auth, timeout=options.timeout, attempts=options.attempts,
+                                  metrics=metrics)
+        return cls(registry, PullSecrets(client, base_auth), ClusterTrust(client, registry, base_trust), mirrors,
+                   options.global_pull_secret)
+
+    def checker(self, options: RegistryOptions, metrics: RegistryMetrics) -> RegistryChecker:
+        """The image and DTK checks, asking as the Builds and nodes would (these credentials, CAs, mirrors)."""
+        return RegistryChecker(self.client, mirrors=self.mirrors.policy, auth_for=self.image_auth,
+                               dtk_auth_for=self.dtk_auth, ttl=options.cache_ttl,
+                               unreachable_hold=max(30.0, options.retry_after * 1.5),
+                               insecure_registries=lambda: self.trust.insecure_registries, metrics=metrics)

@@ -15,7 +15,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from kmm_dtk.core.kernel import DEFAULT_ARCH, Kernel, platform_of_arch
 from kmm_dtk.core.plan import UpcomingKernel
-from kmm_dtk.kube.controller import Result
+from kmm_dtk.kube.controller import Controller, Result
+from kmm_dtk.kube.manager import Manager
+from kmm_dtk.kube.watch import constant, enqueue_on
+from kmm_dtk.kube.workqueue import RateLimitingQueue
+from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.operator.caches import Cache, ClusterView, module_key
 from kmm_dtk.registry.auth import AuthConfig
@@ -103,3 +107,12 @@ class UpgradeReconciler:
             found.extend(UpcomingKernel(k, info.rhcos_version, info.dtk_image, name)
                          for k in kernels_of_release if k)
         return tuple(found)
+
+
+def setup_upgrade_controller(manager: Manager, reconciler: UpgradeReconciler, *,
+                             metrics: ControllerMetrics | None = None) -> Controller:
+    """What enqueues it: ClusterVersion ``version`` appearing, going, or naming another desired
+    release; and its own ``recheck`` while a release is desired."""
+    queue = RateLimitingQueue("upgrades", metrics=metrics)
+    enqueue_on(reconciler.cluster_versions.informers, queue, constant(CLUSTER_VERSION), update=desired_changed)
+    return manager.add_controller(Controller("upgrade", queue, reconciler.reconcile, workers=1, metrics=metrics))

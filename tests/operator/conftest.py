@@ -13,7 +13,8 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 from kmm_dtk.kube.client import KubeClient
-from kmm_dtk.operator.app import Operator, OperatorOptions, build_operator
+from kmm_dtk.operator.app import Operator, build_operator
+from kmm_dtk.operator.options import OperatorOptions
 from tests.support.controlplane import wait_for
 from tests.support.design import DTK_410, DTK_411, K84, K86, R410, R411  # noqa: F401 - re-exported to the tests
 from tests.support.objects import MODULE_GROUP, MODULE_PLURAL, MODULE_VERSION, create_imagestream, create_node

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kmm_dtk.kube.client import ApiError, KubeClient, Resource
-from kmm_dtk.operator.app import served
+from kmm_dtk.operator.discovery import served
 from kmm_dtk.operator.resources import CLUSTERVERSIONS, IDMSES
 from tests.support.cluster import api_client_from
 from tests.support.controlplane import free_port

@@ -12,7 +12,7 @@ import json
 import pytest
 from kubernetes import client
 
-from kmm_dtk.operator.app import RegistryOptions
+from kmm_dtk.operator.options import RegistryOptions
 from tests.operator.conftest import module_body
 from tests.support.controlplane import free_port, wait_for
 

@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, plan_module, snapshot_from_objects
-from kmm_dtk.operator.app import RegistryOptions
+from kmm_dtk.operator.options import RegistryOptions
 from tests.operator.conftest import DOCKERFILE, Scenario, module_body, os_image
 from tests.support.controlplane import free_port, wait_for
 from tests.support.design import K84, K86, R410, R411

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from kmm_dtk.kube.client import KubeClient
 from kmm_dtk.kube.manager import EXIT_LOST_LEASE, LeaderElectionConfig
-from kmm_dtk.operator.app import OperatorOptions, build_operator
+from kmm_dtk.operator.app import build_operator
+from kmm_dtk.operator.options import OperatorOptions
 from tests.support.audit import Write, successful
 from tests.support.cluster import api_client_from
 from tests.support.controlplane import wait_for

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from kmm_dtk.kube.client import KubeClient
 from kmm_dtk.kube.manager import LeaderElectionConfig
-from kmm_dtk.operator.app import OperatorOptions, build_operator
+from kmm_dtk.operator.app import build_operator
+from kmm_dtk.operator.options import OperatorOptions
 from tests.reliability.conftest import os_image
 from tests.support.controlplane import wait_for
 from tests.support.objects import set_node_versions

@@ -1,0 +1,81 @@
+"""What the operator watches and caches: one informer per resource (per watched namespace), each
+with the narrowest selector and the smallest projection that the reconcilers need."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kmm_dtk.kube.client import KubeClient, Resource
+from kmm_dtk.kube.decode import Decoder, JsonDecoder, NodeDecoder
+from kmm_dtk.kube.informer import Informer
+from kmm_dtk.kube.manager import Manager
+from kmm_dtk.observability.informer_metrics import InformerMetrics
+from kmm_dtk.operator.builds import build_owner_key, build_projection
+from kmm_dtk.operator.caches import CONFIGMAP_INDEX, OWNER_INDEX, Cache, module_configmap_index
+from kmm_dtk.operator.discovery import Discovery
+from kmm_dtk.operator.resources import (
+    BUILDS,
+    CLUSTERVERSIONS,
+    CONFIGMAPS,
+    IMAGESTREAMS,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MIRROR_RESOURCES,
+    MODULES,
+    NODES,
+)
+from kmm_dtk.operator.upgrade_reconciler import CLUSTER_VERSION
+
+
+@dataclass(frozen=True)
+class Caches:
+    nodes: Cache
+    modules: Cache
+    configmaps: Cache
+    imagestreams: Cache  # the DTK ImageStream only
+    builds: Cache  # kmm-dtk's own Builds only, projected
+    mirror_sets: tuple[Cache, ...] = ()  # ICSP, IDMS, ITMS: those the cluster serves, with registry checks
+    cluster_versions: Cache | None = None  # with --prebuild-upgrades on a cluster that serves it
+
+
+class _Factory:
+    def __init__(self, manager: Manager, client: KubeClient, namespaces: tuple[str, ...],
+                 metrics: InformerMetrics, options: Mapping[str, Any]) -> None:
+        self.manager, self.client, self.namespaces = manager, client, namespaces
+        self.metrics, self.options = metrics, options
+
+    def cache(self, resource: Resource, name: str, decoder: Decoder[Any], *, cluster_scoped: bool = False,
+              namespaces: tuple[str, ...] | None = None, **options: Any) -> Cache:
+        """One informer per namespace (or one for all), registered with the manager."""
+        made: list[Informer[Any]] = []
+        for namespace in (() if cluster_scoped else (namespaces or self.namespaces)) or (None,):
+            label = f"{name}/{namespace}" if namespace else name
+            made.append(self.manager.add_informer(Informer(
+                self.client, resource, namespace=namespace, decoder=decoder, metrics=self.metrics, name=label,
+                **options, **self.options)))
+        return Cache(made)
+
+
+def watch_caches(manager: Manager, client: KubeClient, *, namespaces: tuple[str, ...],
+                 dtk_imagestream: tuple[str, str], metrics: InformerMetrics, discovery: Discovery,
+                 mirrors: bool, cluster_versions: bool, informer_options: Mapping[str, Any]) -> Caches:
+    make = _Factory(manager, client, namespaces, metrics, informer_options)
+    dtk_ns, dtk_name = dtk_imagestream
+    return Caches(
+        nodes=make.cache(NODES, "nodes", NodeDecoder(), cluster_scoped=True),
+        modules=make.cache(MODULES, "modules", JsonDecoder("Module"),
+                           indexers={CONFIGMAP_INDEX: module_configmap_index}),
+        configmaps=make.cache(CONFIGMAPS, "configmaps", JsonDecoder("ConfigMap")),
+        imagestreams=make.cache(IMAGESTREAMS, "dtk-imagestream", JsonDecoder("ImageStream"), namespaces=(dtk_ns,),
+                                field_selector=f"metadata.name={dtk_name}"),
+        builds=make.cache(BUILDS, "builds", JsonDecoder("Build", transform=build_projection),
+                          label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+                          indexers={OWNER_INDEX: lambda b: [k for k in [build_owner_key(b)] if k]}),
+        mirror_sets=tuple(make.cache(r, str(r), JsonDecoder(r.kind), cluster_scoped=True)
+                          for r in MIRROR_RESOURCES if mirrors and discovery.served(r)),
+        cluster_versions=(make.cache(CLUSTERVERSIONS, "clusterversion", JsonDecoder("ClusterVersion"),
+                                     cluster_scoped=True, field_selector=f"metadata.name={CLUSTER_VERSION}")
+                          if cluster_versions and discovery.served(CLUSTERVERSIONS) else None),
+    )

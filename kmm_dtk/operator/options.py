@@ -1,0 +1,38 @@
+"""How the operator is run: what ``kmm-dtk run``'s flags become."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmm_dtk.kube.manager import DEFAULT_GRACEFUL_TIMEOUT, LeaderElectionConfig
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How the operator asks registries whether images exist (``None`` in OperatorOptions: it never does)."""
+
+    auth_file: str | None = None  # containers auth.json, e.g. a mounted copy of the global pull secret
+    ca_paths: tuple[str, ...] = ()  # CA files or directories trusted for every registry
+    global_pull_secret: tuple[str, str] | None = ("openshift-config", "pull-secret")
+    cache_ttl: float = 300.0  # seconds an answer about an image is reused
+    retry_after: float = 60.0  # seconds before a silent registry is asked again
+    timeout: float = 10.0
+    attempts: int = 3
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    dtk_imagestream: tuple[str, str] = ("openshift", "driver-toolkit")
+    workers: int = 4
+    dry_run: bool = False
+    identity: str = "kmm-dtk"
+    metrics_address: str | None = ":8080"
+    health_address: str | None = ":8081"
+    leader_election: LeaderElectionConfig | None = None
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT  # seconds reconciles in flight get on SIGTERM
+    informer_options: Mapping[str, Any] = field(default_factory=dict)  # tests shorten timeouts
+    registry: RegistryOptions | None = None  # None: --assume-missing, no registry access at all
+    prebuild_upgrades: bool = False  # build for the desired release's kernels before nodes reboot
