@@ -149,13 +149,14 @@ def run_operator(api, namespace) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
     def start(kube_api: client.ApiClient | None = None, wait: bool = True, identity: str = "test-operator",
-              **overrides) -> Running:
+              checker=None, **overrides) -> Running:
         options = dict(namespaces=(namespace,), dtk_imagestream=(namespace, "driver-toolkit"), workers=2,
                        metrics_address=None, health_address=None, identity=identity,
                        informer_options=FAST_INFORMERS)
         options.update(overrides)
         registry = CollectorRegistry()
-        operator = build_operator(KubeClient(kube_api or api), OperatorOptions(**options), registry=registry)
+        operator = build_operator(KubeClient(kube_api or api), OperatorOptions(**options), checker=checker,
+                                  registry=registry)
         running = Running(operator, threading.Thread(target=lambda: setattr(running, "exit_code", operator.run()),
                                                      daemon=True), registry, identity)
         running.thread.start()
