@@ -20,6 +20,7 @@ from kmm_dtk.registry.client import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
+    LinkAuth,
     Presence,
     RegistryClient,
     RegistryError,
@@ -82,7 +83,7 @@ def _platform_digest(doc: dict, platform: tuple[str, ...]) -> str | None:
 
 
 def image_config(client: RegistryClient, ref: ImageRef, *, platform: tuple[str, ...] = ("linux", "amd64"),
-                 auth: AuthConfig | None = None, tls: TLSPolicy = TLSPolicy()) -> ImageConfig | None:
+                 auth: AuthConfig | LinkAuth | None = None, tls: TLSPolicy = TLSPolicy()) -> ImageConfig | None:
     """None when the manifest is MISSING, or when an index has no image for ``platform``;
     RegistryError when the registry gave no definite answer, or one that makes no sense."""
     try:
@@ -95,7 +96,7 @@ def image_config(client: RegistryClient, ref: ImageRef, *, platform: tuple[str, 
 
 def image_config_over(client: RegistryClient, ref: ImageRef, choices: Sequence[TLSPolicy], *,
                       platform: tuple[str, ...] = ("linux", "amd64"),
-                      auth: AuthConfig | None = None) -> tuple[ImageConfig | None, TLSPolicy]:
+                      auth: AuthConfig | LinkAuth | None = None) -> tuple[ImageConfig | None, TLSPolicy]:
     """``image_config`` over the first of ``choices`` that gets through, and that choice (to read the
     layers the same way). For an insecure registry CRI-O tries HTTPS without verification, then plain
     HTTP, and falls back only when HTTPS could not be had at all (TLS or connection failures): an
@@ -112,7 +113,7 @@ def image_config_over(client: RegistryClient, ref: ImageRef, choices: Sequence[T
     raise first
 
 
-def _image_config(client: RegistryClient, ref: ImageRef, platform: tuple[str, ...], auth: AuthConfig | None,
+def _image_config(client: RegistryClient, ref: ImageRef, platform: tuple[str, ...], auth: AuthConfig | LinkAuth | None,
                   tls: TLSPolicy) -> ImageConfig | None:
     manifest = client.get_manifest(ref, auth=auth, tls=tls)
     if manifest.presence is Presence.MISSING:
@@ -222,7 +223,7 @@ def _scan_tar(stream: BinaryIO, target: str, max_bytes: int, where: str) -> _Sca
 
 
 def _read_layer(client: RegistryClient, config: ImageConfig, index: int, target: str, max_bytes: int,
-                auth: AuthConfig | None, tls: TLSPolicy) -> _Scan:
+                auth: AuthConfig | LinkAuth | None, tls: TLSPolicy) -> _Scan:
     digest, media_type = config.layers[index], config.layer_media_types[index]
     where = f"layer {digest} of {config.ref}"
     if "zstd" in media_type:
@@ -242,7 +243,8 @@ def _read_layer(client: RegistryClient, config: ImageConfig, index: int, target:
 
 
 def read_file(client: RegistryClient, ref: ImageRef, path: str, *, config: ImageConfig | None = None,
-              auth: AuthConfig | None = None, tls: TLSPolicy = TLSPolicy(), max_bytes: int = 16 << 20) -> bytes | None:
+              auth: AuthConfig | LinkAuth | None = None, tls: TLSPolicy = TLSPolicy(),
+              max_bytes: int = 16 << 20) -> bytes | None:
     """The content of ``path`` in the image's filesystem, or None if it has none (or the image is missing).
 
     Layers are read top first and the scan stops at the first layer that decides the path, so a file

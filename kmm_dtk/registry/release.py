@@ -46,7 +46,8 @@ _RHCOS_TAGS = ("rhel-coreos", "rhel-coreos-8", "machine-os-content")
 
 
 class _HasRef(Protocol):
-    ref: ImageRef
+    @property
+    def ref(self) -> ImageRef: ...  # read-only: PullSource is frozen
 
 
 class DtkKernelUnknown(ValueError):
