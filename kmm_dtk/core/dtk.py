@@ -27,7 +27,7 @@ class DtkResolutionError(ValueError):
     """No DTK image for an RHCOS version; the message names the version, the stream and its tags."""
 
 
-def _version_order(tag: str) -> tuple:
+def _version_order(tag: str) -> tuple[int, tuple[int, ...], str]:
     try:
         return (0, parse_rhcos(tag).sort_key, tag)
     except ValueError:
@@ -65,13 +65,18 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _as_mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else an empty one: a missing part and a malformed one read alike."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def dtk_index(imagestream: Mapping[str, Any]) -> DtkIndex:
     """Index an ImageStream dict. Malformed entries are skipped, never raised on."""
-    meta = imagestream.get("metadata") if isinstance(imagestream.get("metadata"), Mapping) else {}
+    meta = _as_mapping(imagestream.get("metadata"))
     namespace = str(meta.get("namespace") or DEFAULT_DTK_NAMESPACE)
     name = str(meta.get("name") or DEFAULT_DTK_NAME)
-    spec = imagestream.get("spec") if isinstance(imagestream.get("spec"), Mapping) else {}
-    status = imagestream.get("status") if isinstance(imagestream.get("status"), Mapping) else {}
+    spec = _as_mapping(imagestream.get("spec"))
+    status = _as_mapping(imagestream.get("status"))
 
     images: dict[str, DtkImage] = {}
     for tag in _as_list(spec.get("tags")):
@@ -93,7 +98,7 @@ def dtk_index(imagestream: Mapping[str, Any]) -> DtkIndex:
         if not isinstance(tag_name, str) or not tag_name or is_alias_tag(tag_name):
             continue
         items = _as_list(tag.get("items"))
-        current = items[0] if items and isinstance(items[0], Mapping) else {}
+        current = _as_mapping(items[0]) if items else {}
         reference = current.get("dockerImageReference")
         if isinstance(reference, str) and reference:
             images[tag_name] = DtkImage(tag_name, reference, "status")

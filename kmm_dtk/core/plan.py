@@ -167,9 +167,14 @@ def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
     return sorted(selected)
 
 
+def _as_mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else an empty one: a missing part and a malformed one read alike."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def plan_module(raw_module: Mapping[str, Any], snapshot: ClusterSnapshot) -> list[PlanEntry]:
     """Every entry for one Module dict. Never raises on bad input: errors become entries."""
-    meta = raw_module.get("metadata") if isinstance(raw_module.get("metadata"), Mapping) else {}
+    meta = _as_mapping(raw_module.get("metadata"))
     key = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '<unnamed>'}"
     try:
         module = parse_module(raw_module)
@@ -333,15 +338,15 @@ def snapshot_from_objects(
     for node in nodes:
         versions = node_versions(node)
         kernel_map.upsert(versions)
-        meta = node.get("metadata") if isinstance(node.get("metadata"), Mapping) else {}
-        raw_labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+        meta = _as_mapping(node.get("metadata"))
+        raw_labels = _as_mapping(meta.get("labels"))
         if versions.kernel is not None:
             nodes_by_kernel.setdefault(versions.kernel, []).append({str(k): str(v) for k, v in raw_labels.items()})
         if versions.reason:
             problems.append(versions.reason)
     cms: dict[tuple[str, str], Mapping[str, str]] = {}
     for cm in configmaps:
-        meta = cm.get("metadata") if isinstance(cm.get("metadata"), Mapping) else {}
+        meta = _as_mapping(cm.get("metadata"))
         data = cm.get("data")
         # Kept as written: a malformed one is reported for the Modules that use it, when planned.
         cms[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = {} if data is None else data
@@ -358,7 +363,7 @@ def snapshot_from_objects(
 def plan_cluster(modules: Iterable[Mapping[str, Any]], snapshot: ClusterSnapshot,
                  node_problems: tuple[str, ...] = ()) -> ClusterPlan:
     def by_namespace_and_name(m: Mapping[str, Any]) -> tuple[str, str]:
-        meta = m.get("metadata") if isinstance(m.get("metadata"), Mapping) else {}
+        meta = _as_mapping(m.get("metadata"))
         return (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
     entries: list[PlanEntry] = []

@@ -61,7 +61,8 @@ def compile_re2(pattern: str) -> Matcher:
         raise Re2Error(f"expected a string, got {type(pattern).__name__}")
     _check_go_only_rules(pattern)
     try:
-        return _re2.compile(pattern, _options())
+        matcher: Matcher = _re2.compile(pattern, _options())  # google-re2 ships no type information
+        return matcher
     except _re2.error as err:
         reason = err.args[0] if err.args else err
         raise Re2Error(reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)) from None

@@ -24,19 +24,22 @@ import json
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
-from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+from yaml.events import AliasEvent, Event, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-try:  # libyaml's parser when present: events at C speed, composed and checked here in Python
-    from yaml.cyaml import CParser as _CParser
+# libyaml's parser when present: events at C speed, composed and checked here in Python. Imported
+# from yaml._yaml, where it is defined; yaml.cyaml only re-imports it, without exporting it.
+try:
+    from yaml._yaml import CParser as _CParser
+    _HAVE_LIBYAML = True
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    _CParser = None
+    _HAVE_LIBYAML = False
 
 __all__ = ["Limits", "UntrustedInputError", "load_json", "load_yaml_all", "DEFAULT_LIMITS"]
 
@@ -210,6 +213,9 @@ class _BoundedComposer(Composer):
 
     limits: Limits = DEFAULT_LIMITS
 
+    if TYPE_CHECKING:  # supplied by the parser mixed in next to this class (CParser or Parser)
+        def check_event(self, *choices: type[Event]) -> bool: ...
+
     def _start_bounds(self, limits: Limits) -> None:
         Composer.__init__(self)
         self.limits = limits
@@ -217,16 +223,17 @@ class _BoundedComposer(Composer):
         self._composed = 0
         self._documents = 0
 
-    def compose_document(self) -> Node:
+    def compose_document(self) -> Node | None:
         self._documents += 1
         if self._documents > self.limits.max_documents:
             raise _Refused(f"more than {self.limits.max_documents} YAML documents")
         self._composed = 0
         node = super().compose_document()
-        _check_graph(node, self._composed, self.limits)
+        if node is not None:  # always a node in practice; the stubs allow None
+            _check_graph(node, self._composed, self.limits)
         return node
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(AliasEvent):
             return super().compose_node(parent, index)
         self._composed += 1
@@ -293,8 +300,8 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
-if _CParser is not None:
-    class _Loader(_BoundedComposer, _CParser, SafeConstructor, Resolver):  # type: ignore[misc,valid-type]
+if _HAVE_LIBYAML:
+    class _Loader(_BoundedComposer, _CParser, SafeConstructor, Resolver):
         """libyaml's events, the bounded composer (first in the MRO, so CParser's own composer is
         never used), PyYAML's safe constructor."""
 
@@ -348,7 +355,7 @@ def load_yaml_all(data: str | bytes | bytearray, *, what: str, limits: Limits = 
     loader = _Loader(stream, limits)
     documents: list[Any] = []
     try:
-        while loader.check_data():
+        while loader.check_node():  # what check_data() asks, without its untyped stub
             documents.append(loader.get_data())
     except _Refused as err:
         raise UntrustedInputError(what, err.problem) from None
