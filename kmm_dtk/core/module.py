@@ -7,8 +7,9 @@ admission webhook would, so a bad Module gets one clear reason instead of failin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from kmm_dtk.core.re2 import Matcher, Re2Error, compile_re2
 from kmm_dtk.core.reference import ImageRef, ReferenceError
@@ -287,7 +288,7 @@ def render_image(template: str, variables: Mapping[str, str], path: str) -> str:
     def sub(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         if name not in variables:
-            known = ", ".join("${%s}" % k for k in variables)
+            known = ", ".join(f"${{{k}}}" for k in variables)
             raise ModuleError(f"{path} {template!r}: unknown variable ${{{name}}} (known: {known})")
         return variables[name]
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Hashable
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from kmm_dtk.kube.client import FencedWrite
 from kmm_dtk.kube.workqueue import RateLimitingQueue
@@ -45,20 +46,21 @@ class TerminalError(Exception):
     """
 
 
-Reconcile = Callable[[Hashable], "Result | None"]
+K = TypeVar("K", bound=Hashable)
+Reconcile = Callable[[K], "Result | None"]
 
 
-class Controller:
+class Controller(Generic[K]):
     """Runs ``reconcile`` on keys from ``queue`` in ``workers`` threads."""
 
     def __init__(
         self,
         name: str,
         queue: RateLimitingQueue,
-        reconcile: Reconcile,
+        reconcile: Reconcile[K],
         *,
         workers: int = 1,
-        metrics: "ControllerMetrics | None" = None,
+        metrics: ControllerMetrics | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if workers < 1:
@@ -160,7 +162,7 @@ class Controller:
         """Run the reconcile, act on its outcome, and return the metrics result label."""
         fields = {"controller": self.name, "key": key}
         try:
-            result = self._reconcile(key)
+            result = self._reconcile(cast(K, key))  # the queue holds what the watches put in: K
         except FencedWrite as err:
             # This replica stopped leading (or is stopping) mid-reconcile: the leader does the work.
             log.info("Reconcile abandoned: writes are fenced", extra={**fields, "error": str(err)})

@@ -25,14 +25,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from kmm_dtk.kube import defaults
 from kmm_dtk.kube.client import KubeClient
-from kmm_dtk.kube.controller import Controller
+from kmm_dtk.kube.controller import Controller, K
 from kmm_dtk.kube.fence import WriteFence
 from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.leaderelection import (
@@ -88,12 +89,12 @@ class Manager:
         self.leader_election = leader_election
         self.graceful_timeout = graceful_timeout
         self.informers: list[Informer[Any]] = []
-        self.controllers: list[Controller] = []
+        self.controllers: list[Controller[Any]] = []
         self.elector: LeaderElector | None = None
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._controllers_lock = threading.Lock()  # guards _running only; never held while stopping
-        self._running: list[Controller] = []
+        self._running: list[Controller[Any]] = []
         self._servers: list[EndpointServer] = []
         self._prestart_hooks: list[Callable[[], None]] = []
         self._leader_gauge = Gauge("leader_election_master_status",
@@ -104,7 +105,7 @@ class Manager:
         self.informers.append(informer)
         return informer
 
-    def add_controller(self, controller: Controller) -> Controller:
+    def add_controller(self, controller: Controller[K]) -> Controller[K]:
         self.controllers.append(controller)
         return controller
 

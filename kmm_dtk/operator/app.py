@@ -5,7 +5,7 @@ Nothing is decided here. Each controller declares what enqueues its keys next to
 
 | controller | keys | triggered by | module |
 |---|---|---|---|
-| module | ``ns/name`` of a Module | its spec, its Dockerfile ConfigMap, its Builds' phases; the other controllers | ``module_reconciler`` |
+| module | a Module | its spec, its Dockerfile, its Builds; the other controllers | ``module_reconciler`` |
 | node | a Node's name | its kernel, OS image or labels | ``node_reconciler`` |
 | dtk | the DTK ImageStream | any change of it | ``dtk_reconciler`` |
 | mirrors | all mirror sets | any ICSP, IDMS or ITMS change | ``mirror_policy`` |

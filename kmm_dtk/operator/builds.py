@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, PlanEntry
 from kmm_dtk.operator.resources import BUILDS, MANAGED_BY, MANAGED_BY_LABEL

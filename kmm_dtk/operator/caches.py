@@ -5,14 +5,16 @@ Everything here reads frozen cached objects; nothing calls the API.
 
 from __future__ import annotations
 
+import builtins
 import threading
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from kmm_dtk.core.dtk import DtkIndex, dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
 from kmm_dtk.core.plan import ClusterSnapshot, UpcomingKernel
-from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.frozen import EMPTY
+from kmm_dtk.kube.informer import Informer
 
 CONFIGMAP_INDEX = "configmap"
 OWNER_INDEX = "owner"
@@ -35,10 +37,10 @@ class Cache:
                 return found
         return None
 
-    def list(self) -> list[Any]:
+    def list(self) -> builtins.list[Any]:
         return [obj for informer in self.informers for obj in informer.store.list()]
 
-    def by_index(self, name: str, value: str) -> list[Any]:
+    def by_index(self, name: str, value: str) -> builtins.list[Any]:
         return [obj for informer in self.informers for obj in informer.store.by_index(name, value)]
 
 
@@ -157,7 +159,8 @@ class ClusterView:
     def modules_using_configmap(self, configmap: Mapping[str, Any]) -> list[str]:
         """The Modules whose Dockerfile lives in ``configmap`` (an index lookup)."""
         meta = configmap.get("metadata") or EMPTY
-        return [module_key(m) for m in self.modules.by_index(CONFIGMAP_INDEX, f"{meta.get('namespace')}/{meta.get('name')}")]
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        return [module_key(m) for m in self.modules.by_index(CONFIGMAP_INDEX, key)]
 
     def modules_for_kernels(self, kernels: Iterable[str]) -> set[str]:
         """Modules that select at least one node running one of ``kernels``."""

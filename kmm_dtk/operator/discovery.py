@@ -49,7 +49,8 @@ class Discovery:
             if err.status == 403:
                 return None
             raise
-        return frozenset(r.get("name") for r in found.get("resources") or () if isinstance(r, Mapping))
+        return frozenset(r["name"] for r in found.get("resources") or ()
+                         if isinstance(r, Mapping) and isinstance(r.get("name"), str))
 
 
 def served(client: KubeClient, resource: Resource, patience: float = 60.0) -> bool:

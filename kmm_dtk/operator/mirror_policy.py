@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from kmm_dtk.kube.controller import Controller
 from kmm_dtk.kube.manager import Manager
@@ -51,7 +51,8 @@ class MirrorWatch:
             log.info("mirror policy updated", extra={"rules": policy.describe()})
             reports = self._new_reports(objects, problems)
         for obj, text in reports:  # API calls outside the lock that every check takes
-            self.recorder.emit(obj, EventSpec(EventType.WARNING, "InvalidMirrorSet", f"entries skipped, the others apply: {text}"))
+            self.recorder.emit(obj, EventSpec(EventType.WARNING, "InvalidMirrorSet",
+                                              f"entries skipped, the others apply: {text}"))
         return policy
 
     def _new_reports(self, objects: list[Any], problems: list[str]) -> list[tuple[Any, str]]:

@@ -12,32 +12,32 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
+from kmm_dtk.core.decision import decide
 from kmm_dtk.core.plan import Action, PlanEntry, plan_module
-from kmm_dtk.kube.controller import Result
+from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.kube.client import ApiError, KubeClient
+from kmm_dtk.kube.controller import Controller, Result
 from kmm_dtk.kube.frozen import EMPTY, thaw
-from kmm_dtk.kube.controller import Controller
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.kube.watch import enqueue_on
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.operator.builds import (
     ACTIVE_PHASES,
-    build_owner_key,
     build_hash,
     build_kernel,
     build_name,
     build_object,
+    build_owner_key,
     build_phase,
 )
 from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView, module_key
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.resources import BUILDS, MODULES
-from kmm_dtk.core.decision import decide
-from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.operator.status import (
     DONE_PHASES,
     EventSpec,
@@ -141,18 +141,21 @@ class ModuleReconciler:
             return None  # its Builds are owned by it and go with it
         entries = plan_module(module, self.view.snapshot())
         status = module.get("status") or EMPTY
-        previous = {r.get("kernel"): r for r in status.get("kernels") or () if isinstance(r, Mapping)}
+        previous: dict[str, Mapping[str, Any]] = {r["kernel"]: r for r in status.get("kernels") or ()
+                                                  if isinstance(r, Mapping) and isinstance(r.get("kernel"), str)}
         builds = self.view.builds.by_index(OWNER_INDEX, key)
 
-        records, events = [], []
+        records: list[dict[str, Any]] = []
+        events: list[EventSpec] = []
         waiting = False
         secret_problems: dict[str, None] = {}  # pull Secrets left out, in first-seen order
         for entry in entries:
             if entry.action is Action.BUILD:
                 secret_problems.update(dict.fromkeys(self.checker.auth_problems(entry)))
-                outcome = self._ensure_build(module, entry, previous.get(entry.kernel), builds)
+                outcome = self._ensure_build(module, entry, previous.get(entry.kernel or ""), builds)
             elif entry.action is Action.ERROR and entry.kernel is not None:
-                outcome = _KernelResult(kernel_record(entry, Phase.ERROR, entry.reason, previous=previous.get(entry.kernel)))
+                outcome = _KernelResult(kernel_record(entry, Phase.ERROR, entry.reason,
+                                                      previous=previous.get(entry.kernel)))
             else:
                 continue  # skips (no mapping, no build section) and Module-wide errors have no kernel record
             records.append(outcome.record)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from kmm_dtk.core.versions import versions_of
 from kmm_dtk.kube.controller import Controller
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class _Seen(NamedTuple):
     kernel: str | None
     rhcos: str | None
-    labels: object
+    labels: Mapping[str, str]
 
 
 def node_changed(old: NodeSummary, new: NodeSummary) -> bool:
@@ -52,14 +53,14 @@ class NodeReconciler:
         found = set()
         for module in self.view.modules.list():
             selector = selector_of(module)
-            before = previous is not None and previous.kernel is not None and selects(selector, previous.labels)
-            after = current is not None and current.kernel is not None and selects(selector, current.labels)
-            if not before and not after:
+            was = previous.kernel if previous is not None and selects(selector, previous.labels) else None
+            now = current.kernel if current is not None and selects(selector, current.labels) else None
+            if was is None and now is None:
                 continue
-            if before and after and previous.kernel == current.kernel:
+            if was is not None and was == now:
                 continue  # same kernel, still selected: only an RHCOS change, handled by the map
-            gained = after and not any(selects(selector, labels) for labels in others[current.kernel])
-            lost = before and not any(selects(selector, labels) for labels in others[previous.kernel])
+            gained = now is not None and not any(selects(selector, labels) for labels in others[now])
+            lost = was is not None and not any(selects(selector, labels) for labels in others[was])
             if gained or lost:
                 found.add(module_key(module))
         return found

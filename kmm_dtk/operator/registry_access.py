@@ -13,21 +13,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import PlanEntry
 from kmm_dtk.kube.client import ApiError, KubeClient
-from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
-from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.observability.registry_metrics import RegistryMetrics
 from kmm_dtk.operator.mirror_policy import MirrorWatch
 from kmm_dtk.operator.options import RegistryOptions
+from kmm_dtk.operator.resources import CONFIGMAPS, IMAGE_CONFIGS, SECRETS, SERVICEACCOUNTS
+from kmm_dtk.registry.auth import AuthConfig, AuthConfigError
+from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.check import RegistryChecker, tls_policy
 from kmm_dtk.registry.client import LinkAuth, RegistryClient
 from kmm_dtk.registry.tls import TrustStore
-from kmm_dtk.operator.resources import CONFIGMAPS, IMAGE_CONFIGS, SECRETS, SERVICEACCOUNTS
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ ones already in status: they fire on transitions, so a restart does not repeat t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kmm_dtk.core.plan import Action, PlanEntry
 
@@ -39,7 +40,7 @@ UNUSABLE_PULL_SECRET = "UnusablePullSecret"  # Degraded reason and Event: a pull
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def phase_of_build(build_phase: str) -> Phase:
 
 
 def kernel_record(entry: PlanEntry, phase: Phase | str, message: str, build_name: str = "",
-                  previous: Mapping[str, Any] | None = None, now: str | None = None, reason: str = "") -> dict[str, Any]:
+                  previous: Mapping[str, Any] | None = None, now: str | None = None,
+                  reason: str = "") -> dict[str, Any]:
     record = {
         "kernel": entry.kernel or "",
         "rhcos": entry.rhcos or "",
@@ -74,8 +76,8 @@ def kernel_record(entry: PlanEntry, phase: Phase | str, message: str, build_name
         "message": message,
     }
     unchanged = previous is not None and all(previous.get(k) == record[k] for k in ("phase", "hash", "message"))
-    record["lastTransitionTime"] = (previous or {}).get("lastTransitionTime") if unchanged else None
-    record["lastTransitionTime"] = record["lastTransitionTime"] or now or now_rfc3339()
+    kept = (previous or {}).get("lastTransitionTime") if unchanged else None
+    record["lastTransitionTime"] = kept if isinstance(kept, str) and kept else (now or now_rfc3339())
     return {k: v for k, v in record.items() if v != ""}
 
 
@@ -103,7 +105,7 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
     (pull Secrets that could not be used) make the Module Degraded without making it unready: what
     was built stays built, and what the registry said without them is still an answer."""
     now = now or now_rfc3339()
-    previous_by_type = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
+    previous_by_type = {str(c.get("type")): c for c in previous if isinstance(c, Mapping)}
     records = list(records)
     errors = list(errors)
     failed = [r for r in records if r["phase"] == Phase.FAILED]
@@ -115,7 +117,8 @@ def conditions(records: Iterable[Mapping[str, Any]], errors: Iterable[PlanEntry]
         first = errors[0]
         degraded = (True, first.reason_code.value, "; ".join(_describe(e) for e in errors))
     elif refused:
-        degraded = (True, refused[0].get("reason") or "BuildRefused", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in refused))
+        degraded = (True, refused[0].get("reason") or "BuildRefused",
+                    "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in refused))
     elif failed:
         degraded = (True, "BuildFailed", "; ".join(f"kernel {r['kernel']}: {r.get('message', '')}" for r in failed))
     else:

@@ -11,16 +11,17 @@ planned from the node as usual (``ClusterSnapshot.upcoming_for``).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from kmm_dtk.core.kernel import DEFAULT_ARCH, Kernel, platform_of_arch
 from kmm_dtk.core.plan import UpcomingKernel
 from kmm_dtk.kube.controller import Controller, Result
+from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.kube.watch import constant, enqueue_on
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.metrics import ControllerMetrics
-from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.operator.caches import Cache, ClusterView, module_key
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.client import LinkAuth, RegistryClient

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from kmm_dtk.core.plan import Action, PlanEntry, Reason
 from kmm_dtk.core.decision import with_registry_answers
+from kmm_dtk.core.plan import Action, PlanEntry, Reason
 from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 
 
@@ -25,7 +25,8 @@ class Answers:
 
 def build_entry(**kw) -> PlanEntry:
     return PlanEntry("ns/m", "5.14.0-1.el9.x86_64", Action.BUILD, Reason.BUILD_NEEDED, "build it",
-                     image="reg.example.com/ns/m:5.14.0-1.el9.x86_64", hash="a" * 20, dtk_image="reg/dtk@sha256:1", **kw)
+                     image="reg.example.com/ns/m:5.14.0-1.el9.x86_64", hash="a" * 20, dtk_image="reg/dtk@sha256:1",
+                     **kw)
 
 
 @pytest.mark.parametrize("image, dtk, action, reason", [

@@ -316,7 +316,8 @@ def test_plus_in_a_rendered_tag_is_refused_with_the_fix(kernel):
 
 
 def test_plus_kernel_with_a_tag_safe_template_is_fine():
-    m = parse_module(module_dict(kernelMappings=[{"regexp": r"\+rt$", "containerImage": "reg/org/kmod-rt:${KERNEL_XYZ}"}]))
+    m = parse_module(module_dict(kernelMappings=[{"regexp": r"\+rt$",
+                                                  "containerImage": "reg/org/kmod-rt:${KERNEL_XYZ}"}]))
     assert target_for(m, "5.14.0-427.68.1.el9_4.x86_64+rt").image == "reg/org/kmod-rt:5.14.0"
 
 

@@ -131,7 +131,8 @@ def test_load_json_raises_only_its_own_error(data):
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.text(),
               st.floats(allow_nan=False, allow_infinity=False)),
-    lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(st.text(max_size=8), children, max_size=5)),
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(st.text(max_size=8), children, max_size=5)),
     max_leaves=40,
 )
 
@@ -187,7 +188,7 @@ def test_alias_expansion_is_counted_not_performed(fanouts):
         expanded, composed = 1 + fanout * expanded, composed + 1
     text = "\n".join(lines) + "\n"
     # The document: a mapping, its keys, and each layer as written (aliases expand in place).
-    total = 1 + len(lines) + sum(1 + f * size for f, size in zip(fanouts, _sizes(fanouts))) + 1
+    total = 1 + len(lines) + sum(1 + f * size for f, size in zip(fanouts, _sizes(fanouts), strict=True)) + 1
     written = 1 + len(lines) + 1 + len(fanouts)
     if total - written > DEFAULT_LIMITS.max_alias_nodes:
         refused(load_yaml_all, text, "YAML aliases expand to more than")

@@ -5,8 +5,8 @@ on both builds (labelled for this test only, since Nodes are cluster-scoped)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import pytest
 from kubernetes import client
@@ -16,7 +16,7 @@ from kmm_dtk.kube.client import KubeClient
 from kmm_dtk.operator.app import Operator, build_operator
 from kmm_dtk.operator.options import OperatorOptions
 from tests.support.controlplane import wait_for
-from tests.support.design import DTK_410, DTK_411, K84, K86, R410, R411  # noqa: F401 - re-exported to the tests
+from tests.support.design import DTK_410, DTK_411, K84, K86, R410, R411
 from tests.support.objects import MODULE_GROUP, MODULE_PLURAL, MODULE_VERSION, create_imagestream, create_node
 
 DOCKERFILE = """\
@@ -169,3 +169,7 @@ def run_operator(api, namespace) -> Iterator[Callable[..., Running]]:
     for running in started:
         if running.thread.is_alive():
             running.stop()
+
+
+# The registry scenario, shared with the weakened-link tests (a fixture is found through conftest).
+from tests.operator.test_registry_operator import reg  # noqa: E402, F401

@@ -40,7 +40,8 @@ def test_design_scenario_builds_each_kernel_on_its_dtk(scenario, run_operator):
     assert strategy["volumes"][0]["source"]["secret"]["secretName"] == "signing-key"
     assert strategy["volumes"][0]["mounts"] == [{"destinationPath": "/run/secrets/signing-key"}]
     output = b84["spec"]["output"]
-    assert output["to"] == {"kind": "DockerImage", "name": f"registry.example.com/{scenario.namespace}/simple-kmod:{K84}"}
+    assert output["to"] == {"kind": "DockerImage",
+                            "name": f"registry.example.com/{scenario.namespace}/simple-kmod:{K84}"}
     assert output["pushSecret"] == {"name": "push"}
     image_labels = {label["name"]: label["value"] for label in output["imageLabels"]}
     assert image_labels["kmm-dtk.io/dtk-image"] == DTK_410

@@ -7,8 +7,8 @@ cluster), and a ClusterVersion moving to a new release builds for its kernel bef
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import pytest
 import yaml
@@ -85,7 +85,8 @@ def reg(api, namespace, new_node_name, registry_tls) -> RegistryScenario:
         dtk[rhcos] = pushed.pull_spec
     create_imagestream(api, namespace, "driver-toolkit", dtk)
     core = client.CoreV1Api(api)
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "dockerfile"}, "data": {"dockerfile": DOCKERFILE}})
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "dockerfile"},
+                                                  "data": {"dockerfile": DOCKERFILE}})
     core.create_namespaced_secret(namespace, pull_secret(namespace, "push", registry_tls.host, registry_tls.username,
                                                          registry_tls.password))
     nodes = {}

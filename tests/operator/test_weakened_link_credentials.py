@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client
 
 from kmm_dtk.operator.options import RegistryOptions
-from tests.operator.test_registry_operator import module_in_registry, pull_secret, reg, settled  # noqa: F401
+from tests.operator.test_registry_operator import module_in_registry, pull_secret, settled
 from tests.support.design import K84, K86
 from tests.support.registry import auth_json
 
