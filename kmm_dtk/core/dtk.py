@@ -7,8 +7,9 @@ which is what triggers a rebuild. ``spec.tags[].from`` is the fallback for tags 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from kmm_dtk.core.versions import parse_rhcos
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kmm_dtk.core.dockerfile import DTK_BUILD_ARG, DockerfileError, render, uses_placeholder
 from kmm_dtk.core.dtk import DtkImage, DtkIndex, DtkResolutionError, dtk_index, missing_imagestream_error

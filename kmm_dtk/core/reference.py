@@ -72,7 +72,7 @@ class ImageRef:
     digest: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "ImageRef":
+    def parse(cls, text: str) -> ImageRef:
         if not isinstance(text, str) or not text:
             raise _problem(str(text), "empty")
         if text != text.strip():
@@ -102,14 +102,14 @@ class ImageRef:
         """What goes after ``/manifests/`` in the registry API."""
         return self.digest or self.tag or "latest"
 
-    def with_name(self, name: str) -> "ImageRef":
+    def with_name(self, name: str) -> ImageRef:
         """The same tag and digest under another name (a mirror's, typically)."""
         if "@" in name or ":" in name.rpartition("/")[2]:
             raise _problem(name, "a name without tag or digest is expected")
         registry, repository = _split_name(name, name)
         return replace(self, registry=registry, repository=repository)
 
-    def with_digest(self, digest: str) -> "ImageRef":
+    def with_digest(self, digest: str) -> ImageRef:
         if not _DIGEST.fullmatch(digest or ""):
             raise _problem(f"{self.name}@{digest}", f"digest {digest!r} is not sha256:<64 hex>")
         return replace(self, digest=digest)

@@ -9,8 +9,9 @@ first, then the build counter, then the stream numbers. Every number compares as
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 NFD_OSTREE_LABEL = "feature.node.kubernetes.io/system-os_release.OSTREE_VERSION"
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Collection
+from collections.abc import Callable, Collection
+from typing import Any
 
 from kmm_dtk.core.kernel import DEFAULT_PLATFORM, Kernel
 from kmm_dtk.core.module import RegistryTLS
 from kmm_dtk.core.plan import IMAGE_HASH_LABEL, PlanEntry
+from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.registry.auth import AuthConfig
 from kmm_dtk.registry.bounded import LRU
 from kmm_dtk.registry.client import LinkAuth, RegistryClient, RegistryError
@@ -25,7 +27,6 @@ from kmm_dtk.registry.mirrors import MirrorPolicy, PullSource
 from kmm_dtk.registry.reference import ImageRef, ReferenceError
 from kmm_dtk.registry.release import DtkInspector
 from kmm_dtk.registry.tls import TLSPolicy
-from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 
 log = logging.getLogger(__name__)
 

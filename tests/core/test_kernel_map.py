@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 
-
 from kmm_dtk.core.kernel_map import KernelEntry, KernelMap
 from kmm_dtk.core.versions import NodeVersions, parse_rhcos
 
