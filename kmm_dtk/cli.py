@@ -8,7 +8,7 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
@@ -16,6 +16,10 @@ from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_o
 from kmm_dtk.dump import ClusterObjects, DumpError, load_files
 from kmm_dtk.kube import defaults
 from kmm_dtk.registry_flags import UsageError, add_registry_flags, auth_file, registry_settings
+
+if TYPE_CHECKING:
+    from kmm_dtk.kube.manager import LeaderElectionConfig
+    from kmm_dtk.operator.options import RegistryOptions
 
 EXIT_OK, EXIT_PLAN_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -137,47 +141,28 @@ def _pod_namespace() -> str | None:
         return None
 
 
+class _Refused(Exception):
+    """A flag or file ``kmm-dtk run`` refuses before starting anything; ``str()`` is the one line."""
+
+
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     import signal
     import socket
 
     from kmm_dtk.kube.client import ApiError, KubeClient, load_api_client
-    from kmm_dtk.kube.manager import LeaderElectionConfig
     from kmm_dtk.observability import logs
-    from kmm_dtk.observability.http import BindAddressError, bind_address
+    from kmm_dtk.observability.http import BindAddressError
     from kmm_dtk.operator.app import build_operator
-    from kmm_dtk.operator.options import OperatorOptions, RegistryOptions
+    from kmm_dtk.operator.options import OperatorOptions
 
     logs.configure(args.log_format, args.log_level)
-    bound: list[socket.socket] = []  # both held at once (one port named twice conflicts), then let go for the servers
+    identity = os.environ.get("POD_NAME") or socket.gethostname()
     try:
-        for flag, address in (("--metrics-bind-address", args.metrics_bind_address),
-                              ("--health-probe-bind-address", args.health_probe_bind_address)):
-            try:
-                bound.append(bind_address(address))
-            except BindAddressError as err:
-                print(f"kmm-dtk run: {flag}: {err}", file=sys.stderr)
-                return EXIT_USAGE
-    finally:
-        for sock in bound:
-            sock.close()
-    registry = None
-    if not args.assume_missing:
-        try:
-            registry_settings(args)  # refuse unreadable files before starting anything
-        except UsageError as err:
-            print(f"kmm-dtk run: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        registry = RegistryOptions(
-            auth_file=auth_file(args)[0], ca_paths=tuple(args.ca_file),
-            global_pull_secret=args.global_pull_secret, cache_ttl=float(args.registry_cache_ttl))
-    elif args.prebuild_upgrades:
-        print("kmm-dtk run: --prebuild-upgrades reads release images from registries; it cannot be combined "
-              "with --assume-missing", file=sys.stderr)
-        return EXIT_USAGE
-    try:
+        _check_bind_addresses(args)
+        registry = _registry_options(args)
+        election = _leader_election(args, identity)
         _check_kubeconfig(args.kubeconfig)
-    except ValueError as err:
+    except _Refused as err:
         print(f"kmm-dtk run: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -187,20 +172,6 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             "the in-cluster config" if os.environ.get("KUBERNETES_SERVICE_HOST") else "~/.kube/config")
         print(f"kmm-dtk run: cannot load cluster config from {source}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    identity = os.environ.get("POD_NAME") or socket.gethostname()
-    election = None
-    if args.leader_elect:
-        namespace = args.leader_election_namespace or _pod_namespace() or "kmm-dtk-system"
-        try:
-            election = LeaderElectionConfig(
-                args.leader_election_id, namespace,
-                identity=f"{identity}_{uuid.uuid4()}",  # unique per process, even on one host
-                lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
-                retry_period=args.leader_elect_retry_period)
-            election.validate()
-        except ValueError as err:
-            print(f"kmm-dtk run: {err}", file=sys.stderr)
-            return EXIT_USAGE
     options = OperatorOptions(
         namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
         dry_run=args.dry_run, identity=identity, metrics_address=args.metrics_bind_address,
@@ -223,6 +194,59 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
 
 
+def _check_bind_addresses(args: argparse.Namespace) -> None:
+    """Both held at once (one port named twice conflicts), then let go for the servers."""
+    import socket
+
+    from kmm_dtk.observability.http import BindAddressError, bind_address
+
+    bound: list[socket.socket] = []
+    try:
+        for flag, address in (("--metrics-bind-address", args.metrics_bind_address),
+                              ("--health-probe-bind-address", args.health_probe_bind_address)):
+            try:
+                bound.append(bind_address(address))
+            except BindAddressError as err:
+                raise _Refused(f"{flag}: {err}") from None
+    finally:
+        for sock in bound:
+            sock.close()
+
+
+def _registry_options(args: argparse.Namespace) -> RegistryOptions | None:
+    from kmm_dtk.operator.options import RegistryOptions
+
+    if args.assume_missing:
+        if args.prebuild_upgrades:
+            raise _Refused("--prebuild-upgrades reads release images from registries; it cannot be combined "
+                           "with --assume-missing")
+        return None
+    try:
+        registry_settings(args)  # refuse unreadable files before starting anything
+    except UsageError as err:
+        raise _Refused(str(err)) from None
+    return RegistryOptions(auth_file=auth_file(args)[0], ca_paths=tuple(args.ca_file),
+                           global_pull_secret=args.global_pull_secret, cache_ttl=float(args.registry_cache_ttl))
+
+
+def _leader_election(args: argparse.Namespace, identity: str) -> LeaderElectionConfig | None:
+    from kmm_dtk.kube.manager import LeaderElectionConfig
+
+    if not args.leader_elect:
+        return None
+    namespace = args.leader_election_namespace or _pod_namespace() or "kmm-dtk-system"
+    election = LeaderElectionConfig(
+        args.leader_election_id, namespace,
+        identity=f"{identity}_{uuid.uuid4()}",  # unique per process, even on one host
+        lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
+        retry_period=args.leader_elect_retry_period)
+    try:
+        election.validate()
+    except ValueError as err:
+        raise _Refused(str(err)) from None
+    return election
+
+
 def _check_kubeconfig(path: str | None) -> None:
     """Read the kubeconfig files the kubernetes loader is about to read through the bounded YAML
     reader first: its own reader has no bounds (an alias bomb would hang it)."""
@@ -240,7 +264,7 @@ def _check_kubeconfig(path: str | None) -> None:
         try:
             load_yaml_all(data, what=candidate)
         except UntrustedInputError as err:
-            raise ValueError(f"kubeconfig {err}") from None
+            raise _Refused(f"kubeconfig {err}") from None
 
 
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:

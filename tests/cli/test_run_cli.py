@@ -97,3 +97,10 @@ def test_a_hostile_kubeconfig_is_one_line_and_exit_2(content, problem, tmp_path)
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"kmm-dtk run: kubeconfig {kubeconfig}: "), lines
     assert problem in lines[0]
+
+
+def test_leader_election_timings_a_follower_could_overtake_are_refused(tmp_path):
+    result = _run("--leader-elect", "--leader-elect-lease-duration", "5", "--kubeconfig", str(tmp_path / "unused"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "kmm-dtk run: the lease duration (5 s) must be greater than the renew deadline (10 s)"]
