@@ -124,11 +124,11 @@ def build_phase(build: Mapping[str, Any]) -> str:
     return (build.get("status") or {}).get("phase") or "New"
 
 
-def build_owner_key(build: Mapping[str, Any]) -> str | None:
-    """``namespace/name`` of the Module that owns this Build, if any."""
+def build_owner_key(build: Mapping[str, Any], kind: str = "Module") -> str | None:
+    """``namespace/name`` of the object of ``kind`` (a Module, or a ModuleBuild) that owns this Build."""
     meta = build.get("metadata") or {}
     for ref in meta.get("ownerReferences") or ():
-        if ref.get("kind") == "Module" and ref.get("controller"):
+        if ref.get("kind") == kind and ref.get("controller"):
             return f"{meta.get('namespace')}/{ref.get('name')}"
     return None
 

@@ -17,7 +17,9 @@ from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.kube.informer import Informer
 
 CONFIGMAP_INDEX = "configmap"
-OWNER_INDEX = "owner"
+OWNER_INDEX = "owner"  # Builds by the Module that owns them
+BUILD_OWNER_INDEX = "modulebuild"  # Builds by the ModuleBuild that owns them
+MODULE_NAME_INDEX = "module-name"  # ModuleBuilds by the Module they name
 
 
 class Cache:

@@ -8,6 +8,7 @@ EVENTS = Resource("", "v1", "events", kind="Event")
 MODULES = Resource("kmm.sigs.x-k8s.io", "v1beta1", "modules", kind="Module")
 IMAGESTREAMS = Resource("image.openshift.io", "v1", "imagestreams", kind="ImageStream")
 BUILDS = Resource("build.openshift.io", "v1", "builds", kind="Build")
+MODULEBUILDS = Resource("kmm-dtk.io", "v1alpha1", "modulebuilds", kind="ModuleBuild")
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kmm-dtk"
