@@ -24,6 +24,12 @@ PLATFORMS: dict[str, tuple[str, str]] = {
 DEFAULT_ARCH = "x86_64"
 DEFAULT_PLATFORM = PLATFORMS[DEFAULT_ARCH]
 
+# What an image name may not hold: KMM writes the kernel into image names with every other character
+# made "_", so "...x86_64+rt" names the image "...x86_64_rt".
+_NOT_IN_IMAGE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+# KMM's split for ${KERNEL_X}, ${KERNEL_Y}, ${KERNEL_Z} and ${KERNEL_XYZ}.
+_COMPONENT_SEPARATORS = re.compile(r"[.,-]")
+
 # "rt" as a whole dotted/dashed/plussed part: ".rt7." (RHEL 8 releases) or "+rt" (RHEL 9 and later).
 _REALTIME = re.compile(r"(?:^|[.+-])rt\d*(?:[.+-]|$)")
 
@@ -32,6 +38,19 @@ def platform_of_arch(arch: str) -> tuple[str, str]:
     """The image platform of a kernel architecture (``aarch64`` -> linux/arm64); linux/amd64 for an
     architecture this table does not know."""
     return PLATFORMS.get(arch, DEFAULT_PLATFORM)
+
+
+def image_name_form(kernel: str) -> str:
+    """The kernel as KMM writes it into image names: every character other than an ASCII letter, a
+    digit, ``-``, ``.`` or ``_`` becomes ``_``. Only image names use this form; build args, DTK lookups
+    and status keep the kernel as the node reports it."""
+    return _NOT_IN_IMAGE_NAME.sub("_", kernel)
+
+
+def image_name_components(kernel: str) -> list[str]:
+    """The parts ``${KERNEL_X}``-style variables are taken from: the image-name form split on ``.``,
+    ``,`` and ``-`` (so ``,`` never splits: that form has none)."""
+    return _COMPONENT_SEPARATORS.split(image_name_form(kernel))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kmm_dtk.core.kernel import image_name_components, image_name_form
 from kmm_dtk.core.re2 import Matcher, Re2Error, compile_re2
 from kmm_dtk.core.reference import ImageRef, ReferenceError
-from kmm_dtk.core.versions import kernel_components
 
 MODULE_API_VERSION = "kmm.sigs.x-k8s.io/v1beta1"
 MODULE_KIND = "Module"
@@ -189,6 +189,27 @@ def _build(obj: Any, path: str) -> BuildConfig | None:
     )
 
 
+def _image_at(obj: Mapping[str, Any], path: str) -> str | None:
+    """A ``containerImage`` template, None when unset or empty (KMM reads both alike)."""
+    image = _str_at(obj, "containerImage", path)
+    if image:
+        _require_tag_or_digest(image, f"{path}.containerImage")
+    return image or None
+
+
+def _require_tag_or_digest(template: str, path: str) -> None:
+    """Refuse an image with neither a tag nor a digest, as KMM's webhook does: every kernel would push
+    to, and every node pull, the one ``:latest``. Checked as written, since no variable's value holds
+    ``/``, ``:`` or ``@``. KMM accepts any ``:``; a registry's port is not a tag, so it is refused here."""
+    if "@" in template or ":" in template.rsplit("/", 1)[-1]:
+        return
+    port = " (its ':' is the registry's port)" if ":" in template else ""
+    raise ModuleError(
+        f"{path} '{template}' has neither a tag nor a digest{port}: every kernel would push to the same "
+        "image; add a tag such as ':${KERNEL_FULL_VERSION}'"
+    )
+
+
 def _int_or_none(value: Any, path: str) -> int | None:
     if value is None:
         return None
@@ -215,6 +236,7 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
     assert loader is not None
     container = _mapping_at(loader.get("container"), CONTAINER_PATH, required=True)
     assert container is not None
+    container_image = _image_at(container, CONTAINER_PATH)
 
     raw_mappings = container.get("kernelMappings")
     if not isinstance(raw_mappings, list) or not raw_mappings:
@@ -233,12 +255,17 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
                 compiled = compile_re2(regexp)
             except Re2Error as err:
                 raise ModuleError(f"{path}.regexp '{regexp}': {err}") from None
+        image = _image_at(m, path)
+        if image is None and container_image is None:
+            # Module-wide, as in KMM's webhook: not only once some node's kernel matches this mapping.
+            raise ModuleError(f"{path} has no containerImage and {CONTAINER_PATH}.containerImage is not set "
+                              "either: set one of them")
         mappings.append(
             KernelMapping(
                 index=i,
                 literal=literal,
                 regexp=compiled,
-                container_image=_str_at(m, "containerImage", path),
+                container_image=image,
                 build=_build(m.get("build"), f"{path}.build"),
                 registry_tls=_tls(m.get("registryTLS"), f"{path}.registryTLS"),
             )
@@ -254,7 +281,7 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
         rebuild_trigger_generation=_int_or_none(
             spec.get("imageRebuildTriggerGeneration"), "spec.imageRebuildTriggerGeneration"
         ),
-        container_image=_str_at(container, "containerImage", CONTAINER_PATH),
+        container_image=container_image,
         build=_build(container.get("build"), f"{CONTAINER_PATH}.build"),
         registry_tls=_tls(container.get("registryTLS"), f"{CONTAINER_PATH}.registryTLS"),
         mappings=tuple(mappings),
@@ -265,32 +292,48 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
 
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _TEMPLATE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+COMPONENT_VARIABLES = ("KERNEL_XYZ", "KERNEL_X", "KERNEL_Y", "KERNEL_Z")
 
 
 def template_variables(module: Module, kernel: str) -> dict[str, str]:
-    parts = kernel_components(kernel)
-    padded = parts + [""] * (3 - len(parts))
-    return {
-        "KERNEL_FULL_VERSION": kernel,
-        "KERNEL_VERSION": kernel,
-        "KERNEL_XYZ": ".".join(p for p in padded[:3] if p),
-        "KERNEL_X": padded[0],
-        "KERNEL_Y": padded[1],
-        "KERNEL_Z": padded[2],
-        "MOD_NAME": module.name,
-        "MOD_NAMESPACE": module.namespace,
-    }
+    """What KMM substitutes into ``containerImage`` for this kernel, all from the kernel's image-name form
+    (``...x86_64+rt`` gives ``...x86_64_rt``: the tag KMM pushes and pulls). The component variables are
+    absent when that form has fewer than three components (see ``missing_components``)."""
+    name_form = image_name_form(kernel)
+    variables = {"KERNEL_FULL_VERSION": name_form, "KERNEL_VERSION": name_form}
+    parts = image_name_components(kernel)
+    if len(parts) >= 3:
+        variables.update(zip(COMPONENT_VARIABLES, (".".join(parts[:3]), *parts[:3]), strict=True))
+    variables.update({"MOD_NAME": module.name, "MOD_NAMESPACE": module.namespace})
+    return variables
 
 
-def render_image(template: str, variables: Mapping[str, str], path: str) -> str:
-    """Substitute ``${VAR}`` / ``$VAR``; an unknown variable is an error, not an empty string."""
+def missing_components(kernel: str) -> dict[str, str]:
+    """Why each component variable has no value for this kernel (empty when all have one). KMM fails such
+    a kernel ("expected at least three components") rather than tag images with empty parts."""
+    parts = image_name_components(kernel)
+    if len(parts) >= 3:
+        return {}
+    form = image_name_form(kernel)
+    written = f"kernel {kernel}" + (f" (written {form} in image names)" if form != kernel else "")
+    why = (f"{written} has {len(parts)} component{'s' if len(parts) != 1 else ''} separated by '.' or '-', "
+           "expected at least three")
+    return dict.fromkeys(COMPONENT_VARIABLES, why)
+
+
+def render_image(template: str, variables: Mapping[str, str], path: str,
+                 unavailable: Mapping[str, str] | None = None) -> str:
+    """Substitute ``${VAR}`` / ``$VAR``; an unknown variable is an error, not an empty string, and so is a
+    known one with no value for this kernel (``unavailable`` says why)."""
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
-        if name not in variables:
-            known = ", ".join(f"${{{k}}}" for k in variables)
-            raise ModuleError(f"{path} {template!r}: unknown variable ${{{name}}} (known: {known})")
-        return variables[name]
+        if name in variables:
+            return variables[name]
+        if unavailable and name in unavailable:
+            raise ModuleError(f"{path} {template!r}: ${{{name}}} has no value: {unavailable[name]}")
+        known = ", ".join(f"${{{k}}}" for k in (*variables, *(unavailable or {})))
+        raise ModuleError(f"{path} {template!r}: unknown variable ${{{name}}} (known: {known})")
 
     image = _TEMPLATE_VAR.sub(sub, template)
     if not image or any(c.isspace() for c in image):
@@ -301,8 +344,7 @@ def render_image(template: str, variables: Mapping[str, str], path: str) -> str:
         if not _TAG.fullmatch(tag):
             raise ModuleError(
                 f"{path} renders to '{image}', whose tag '{tag}' a registry would refuse (tags allow "
-                "letters, digits, '_', '.' and '-', at most 128); e.g. a '+rt' kernel needs a template "
-                "such as ${KERNEL_XYZ} or a kernelMapping with its own containerImage"
+                "letters, digits, '_', '.' and '-', at most 128, and do not start with '.' or '-')"
             )
     try:  # after substitution: a template is valid when what it renders to is
         ImageRef.parse(image)
@@ -336,6 +378,6 @@ def target_for(module: Module, kernel: str) -> KernelTarget | None:
         raise ModuleError(
             f"{mapping.path} matches kernel {kernel} but neither it nor {CONTAINER_PATH} sets containerImage"
         )
-    image = render_image(template, template_variables(module, kernel), path)
+    image = render_image(template, template_variables(module, kernel), path, missing_components(kernel))
     build = module.build.merged_with(mapping.build) if module.build else mapping.build
     return KernelTarget(mapping, image, build, mapping.registry_tls or module.registry_tls)

@@ -66,11 +66,6 @@ def kernel_key(kernel_version: str) -> str:
     return key
 
 
-def kernel_components(kernel: str) -> list[str]:
-    """Split as KMM does for ``${KERNEL_X}``-style variables: on ``.``, ``,`` and ``-``."""
-    return re.split(r"[.,-]", kernel)
-
-
 @dataclass(frozen=True)
 class NodeVersions:
     """What one Node says about its kernel and RHCOS; ``reason`` explains whatever is missing."""

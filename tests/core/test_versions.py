@@ -7,7 +7,6 @@ import pytest
 from kmm_dtk.core.versions import (
     NFD_OSTREE_LABEL,
     NodeVersions,
-    kernel_components,
     kernel_key,
     node_versions,
     parse_rhcos,
@@ -185,13 +184,6 @@ def test_kernel_key(raw, key):
 
 def test_kernel_key_trims_only_one_bare_plus():
     assert kernel_key("6.1.85++") == "6.1.85+"
-
-
-def test_kernel_components_split_on_dot_comma_dash():
-    assert kernel_components("5.14.0-570.27.1.el9_6.x86_64") == [
-        "5", "14", "0", "570", "27", "1", "el9_6", "x86_64"
-    ]
-    assert kernel_components("6.1,2-3") == ["6", "1", "2", "3"]
 
 
 # -- node_versions ----------------------------------------------------------------------------
