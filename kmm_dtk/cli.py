@@ -105,6 +105,10 @@ def _build_parser() -> argparse.ArgumentParser:
                      "as a fallback for every registry (default: %(default)s; read if it exists)")
     run.add_argument("--registry-cache-ttl", type=_positive_int, default=300, metavar="SECONDS",
                      help="how long an answer about an image is reused; a finished Build forgets it (default: 300)")
+    run.add_argument("--module-build-sections", choices=("build", "ignore"), default="build",
+                     help="Modules that carry build sections of their own: build them where kmm-dtk is the only "
+                     "builder (default), or ignore them beside the KMM operator, which builds those itself; "
+                     "ModuleBuild objects are built either way")
     run.add_argument("--prebuild-upgrades", action="store_true",
                      help="watch ClusterVersion and build driver images for the kernel of the release being rolled "
                      "out before nodes reboot into it")
@@ -178,6 +182,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         health_address=args.health_probe_bind_address, leader_election=election,
         graceful_timeout=args.graceful_shutdown_timeout,
         registry=registry, prebuild_upgrades=args.prebuild_upgrades,
+        build_module_sections=args.module_build_sections == "build",
     )
     try:
         operator = build_operator(KubeClient(api_client), options)

@@ -42,7 +42,11 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def _get(obj: Any, *path: str) -> Any:
+def _as_map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _at(obj: Any, *path: str) -> Any:
     for part in path:
         if not isinstance(obj, Mapping):
             return None
@@ -51,7 +55,7 @@ def _get(obj: Any, *path: str) -> Any:
 
 
 def _container(module: Mapping[str, Any]) -> Mapping[str, Any]:
-    found = _get(module, "spec", "moduleLoader", "container")
+    found = _at(module, "spec", "moduleLoader", "container")
     return found if isinstance(found, Mapping) else {}
 
 
@@ -78,7 +82,7 @@ def has_build_sections(module: Mapping[str, Any]) -> bool:
 
 
 def module_name(module_build: Mapping[str, Any]) -> str:
-    name = _get(module_build, "spec", "moduleName")
+    name = _at(module_build, "spec", "moduleName")
     if not isinstance(name, str) or not name:
         raise ModuleBuildError("spec.moduleName is required: the name of the Module (same namespace) to build for")
     return name
@@ -86,19 +90,23 @@ def module_name(module_build: Mapping[str, Any]) -> str:
 
 def module_with_builds(module: Mapping[str, Any], module_build: Mapping[str, Any]) -> dict[str, Any]:
     """The Module as the planner should read it: its own spec with the ModuleBuild's build sections."""
-    meta = module.get("metadata") if isinstance(module.get("metadata"), Mapping) else {}
+    meta = _as_map(module.get("metadata"))
     name = f"{meta.get('namespace')}/{meta.get('name')}"
     if has_build_sections(module):
         raise ModuleBuildError(f"Module {name} has build sections of its own, so KMM builds it: remove them from "
                                "the Module (kmm-dtk migrate prints it without them), or delete this ModuleBuild")
-    spec = module_build.get("spec") if isinstance(module_build.get("spec"), Mapping) else {}
-    merged = plain(module)
-    container = _get(merged, "spec", "moduleLoader", "container")
+    spec = _as_map(module_build.get("spec"))
+    merged: dict[str, Any] = plain(module)
+    container = _at(merged, "spec", "moduleLoader", "container")
     if not isinstance(container, dict):
         raise ModuleBuildError(f"Module {name} has no spec.moduleLoader.container to build for")
     if spec.get("build") is not None:
         container["build"] = plain(spec["build"])
-    targets = {_matcher(m): m for m in container.get("kernelMappings") or () if _matcher(m) is not None}
+    targets: dict[tuple[str, str], dict[str, Any]] = {}
+    for mapping in container.get("kernelMappings") or ():
+        matched = _matcher(mapping)
+        if matched is not None and isinstance(mapping, dict):
+            targets[matched] = mapping
     overrides = spec.get("kernelMappings")
     for i, override in enumerate(overrides if isinstance(overrides, (list, tuple)) else ()):
         field = f"spec.kernelMappings[{i}]"
@@ -117,17 +125,17 @@ def module_with_builds(module: Mapping[str, Any], module_build: Mapping[str, Any
 
 def split_module(module: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the Module without build sections, the ModuleBuild carrying them), for ``kmm-dtk migrate``."""
-    meta = module.get("metadata") if isinstance(module.get("metadata"), Mapping) else {}
+    meta = _as_map(module.get("metadata"))
     name, namespace = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not name:
         raise ModuleBuildError("metadata.name is required")
     if not has_build_sections(module):
         raise ModuleBuildError(f"Module {name} has no build section: KMM does not build it, nothing to move")
-    stripped = plain(module)
+    stripped: dict[str, Any] = plain(module)
     for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"):
         stripped.get("metadata", {}).pop(key, None)
     stripped.pop("status", None)
-    container = _get(stripped, "spec", "moduleLoader", "container")
+    container = _at(stripped, "spec", "moduleLoader", "container")
     assert isinstance(container, dict)
     spec: dict[str, Any] = {"moduleName": name}
     if container.get("build") is not None:
@@ -136,11 +144,11 @@ def split_module(module: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     for i, mapping in enumerate(container.get("kernelMappings") or ()):
         if not isinstance(mapping, dict) or mapping.get("build") is None:
             continue
-        key = _matcher(mapping)
-        if key is None:
+        matched = _matcher(mapping)
+        if matched is None:
             raise ModuleBuildError(f"spec.moduleLoader.container.kernelMappings[{i}] has a build section but neither "
                                    "regexp nor literal to match it by")
-        mappings.append({key[0]: key[1], "build": mapping.pop("build")})
+        mappings.append({matched[0]: matched[1], "build": mapping.pop("build")})
     if mappings:
         spec["kernelMappings"] = mappings
     metadata: dict[str, Any] = {"name": name}

@@ -6,6 +6,7 @@ Nothing is decided here. Each controller declares what enqueues its keys next to
 | controller | keys | triggered by | module |
 |---|---|---|---|
 | module | a Module | its spec, its Dockerfile, its Builds; the other controllers | ``module_reconciler`` |
+| modulebuild | a ModuleBuild | its spec, its Module, their Dockerfiles, its Builds; others | ``module_reconciler`` |
 | node | a Node's name | its kernel, OS image or labels | ``node_reconciler`` |
 | dtk | the DTK ImageStream | any change of it | ``dtk_reconciler`` |
 | mirrors | all mirror sets | any ICSP, IDMS or ITMS change | ``mirror_policy`` |
@@ -33,7 +34,12 @@ from kmm_dtk.operator.dtk_reconciler import setup_dtk_controller
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.informers import watch_caches
 from kmm_dtk.operator.mirror_policy import MirrorWatch, setup_mirror_controller
-from kmm_dtk.operator.module_reconciler import ImageChecker, ModuleReconciler, setup_module_controller
+from kmm_dtk.operator.module_reconciler import (
+    ImageChecker,
+    ModuleReconciler,
+    setup_module_controller,
+    setup_modulebuild_controller,
+)
 from kmm_dtk.operator.node_reconciler import setup_node_controller
 from kmm_dtk.operator.options import OperatorOptions
 from kmm_dtk.operator.registry_access import RegistryAccess
@@ -75,7 +81,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
                           mirrors=options.registry is not None, cluster_versions=options.prebuild_upgrades,
                           informer_options=options.informer_options)
     view = ClusterView(caches.nodes, caches.modules, caches.configmaps, caches.imagestreams, caches.builds,
-                       KernelMap(), options.dtk_imagestream)
+                       KernelMap(), options.dtk_imagestream, caches.modulebuilds)
     recorder = EventRecorder(client, options.identity, dry_run=options.dry_run)
 
     access, registry_metrics = None, RegistryMetrics(registry)
@@ -83,11 +89,20 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
         access = RegistryAccess.create(client, options.registry, MirrorWatch(caches.mirror_sets, recorder),
                                        registry_metrics)
     registry_checker = access.checker(options.registry, registry_metrics) if access and options.registry else None
-    modules = setup_module_controller(
-        manager, view, ModuleReconciler(view, client, recorder, checker or registry_checker, dry_run=options.dry_run,
-                                        registry_retry=options.registry.retry_after if options.registry else 60.0),
-        workers=options.workers, metrics=metrics)
-    enqueue_module = modules.queue.add
+    reconciler = ModuleReconciler(view, client, recorder, checker or registry_checker, dry_run=options.dry_run,
+                                  registry_retry=options.registry.retry_after if options.registry else 60.0,
+                                  build_module_sections=options.build_module_sections)
+    modules = setup_module_controller(manager, view, reconciler, workers=options.workers, metrics=metrics)
+    module_builds = setup_modulebuild_controller(manager, view, reconciler, workers=options.workers, metrics=metrics)
+
+    def enqueue_module(key: str) -> None:
+        """A Module concerned by a change: it, and the ModuleBuilds building for it."""
+        if options.build_module_sections:
+            modules.queue.add(key)
+        if module_builds is not None:
+            for build in view.modulebuilds_for(key):
+                module_builds.queue.add(build)
+
     nodes = setup_node_controller(manager, view, enqueue_module, metrics=metrics)
     setup_dtk_controller(manager, view, enqueue_module, metrics=metrics)
     if access is not None and registry_checker is not None:

@@ -47,19 +47,37 @@ class Cache:
 
 
 
-def module_configmap_index(module: Mapping[str, Any]) -> list[str]:
-    """``namespace/name`` of every Dockerfile ConfigMap a Module names (container and mappings)."""
-    meta = module.get("metadata") or EMPTY
-    container = (((module.get("spec") or EMPTY).get("moduleLoader") or EMPTY).get("container") or EMPTY)
-    builds = [container.get("build")] + [m.get("build") for m in container.get("kernelMappings") or ()
-                                         if isinstance(m, Mapping)]
+def _configmap_refs(namespace: Any, builds: Iterable[Any]) -> list[str]:
     names = set()
     for build in builds:
         if isinstance(build, Mapping) and isinstance(build.get("dockerfileConfigMap"), Mapping):
             name = build["dockerfileConfigMap"].get("name")
             if isinstance(name, str) and name:
-                names.add(f"{meta.get('namespace')}/{name}")
+                names.add(f"{namespace}/{name}")
     return sorted(names)
+
+
+def module_configmap_index(module: Mapping[str, Any]) -> list[str]:
+    """``namespace/name`` of every Dockerfile ConfigMap a Module names (container and mappings)."""
+    meta = module.get("metadata") or EMPTY
+    container = (((module.get("spec") or EMPTY).get("moduleLoader") or EMPTY).get("container") or EMPTY)
+    return _configmap_refs(meta.get("namespace"), [container.get("build")] + [
+        m.get("build") for m in container.get("kernelMappings") or () if isinstance(m, Mapping)])
+
+
+def modulebuild_configmap_index(module_build: Mapping[str, Any]) -> list[str]:
+    """``namespace/name`` of every Dockerfile ConfigMap a ModuleBuild names (its build and mappings)."""
+    meta = module_build.get("metadata") or EMPTY
+    spec = module_build.get("spec") or EMPTY
+    return _configmap_refs(meta.get("namespace"), [spec.get("build")] + [
+        m.get("build") for m in spec.get("kernelMappings") or () if isinstance(m, Mapping)])
+
+
+def modulebuild_module_index(module_build: Mapping[str, Any]) -> list[str]:
+    """``namespace/name`` of the Module a ModuleBuild names."""
+    meta = module_build.get("metadata") or EMPTY
+    name = (module_build.get("spec") or EMPTY).get("moduleName")
+    return [f"{meta.get('namespace')}/{name}"] if isinstance(name, str) and name else []
 
 
 def selector_of(module: Mapping[str, Any]) -> Mapping[str, str] | None:
@@ -119,8 +137,9 @@ class ClusterView:
     """The caches the reconcilers share, and the snapshot the planner reads."""
 
     def __init__(self, nodes: Cache, modules: Cache, configmaps: Cache, imagestreams: Cache, builds: Cache,
-                 kernel_map: KernelMap, dtk_ref: tuple[str, str]) -> None:
+                 kernel_map: KernelMap, dtk_ref: tuple[str, str], modulebuilds: Cache | None = None) -> None:
         self.nodes = nodes
+        self.modulebuilds = modulebuilds  # None where the ModuleBuild CRD is not served
         self.modules = modules
         self.configmaps = configmaps
         self.imagestreams = imagestreams
@@ -154,6 +173,21 @@ class ClusterView:
             configmaps=_ConfigMapData(self.configmaps),
             upcoming=self._upcoming,
         )
+
+    def modulebuilds_for(self, module: str) -> list[str]:
+        """The ModuleBuilds naming the Module ``namespace/name``."""
+        if self.modulebuilds is None:
+            return []
+        return [module_key(b) for b in self.modulebuilds.by_index(MODULE_NAME_INDEX, module)]
+
+    def modulebuilds_using_configmap(self, configmap: Mapping[str, Any]) -> list[str]:
+        """The ModuleBuilds whose Dockerfile lives in ``configmap``, directly or through their Module."""
+        if self.modulebuilds is None:
+            return []
+        meta = configmap.get("metadata") or EMPTY
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        direct = {module_key(b) for b in self.modulebuilds.by_index(CONFIGMAP_INDEX, key)}
+        return sorted(direct | {b for m in self.modules_using_configmap(configmap) for b in self.modulebuilds_for(m)})
 
     def module_keys(self) -> list[str]:
         return [module_key(m) for m in self.modules.list()]

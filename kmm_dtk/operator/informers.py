@@ -3,7 +3,7 @@ with the narrowest selector and the smallest projection that the reconcilers nee
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,16 @@ from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from kmm_dtk.operator.builds import build_owner_key, build_projection
-from kmm_dtk.operator.caches import CONFIGMAP_INDEX, OWNER_INDEX, Cache, module_configmap_index
+from kmm_dtk.operator.caches import (
+    BUILD_OWNER_INDEX,
+    CONFIGMAP_INDEX,
+    MODULE_NAME_INDEX,
+    OWNER_INDEX,
+    Cache,
+    module_configmap_index,
+    modulebuild_configmap_index,
+    modulebuild_module_index,
+)
 from kmm_dtk.operator.discovery import Discovery
 from kmm_dtk.operator.resources import (
     BUILDS,
@@ -23,6 +32,7 @@ from kmm_dtk.operator.resources import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     MIRROR_RESOURCES,
+    MODULEBUILDS,
     MODULES,
     NODES,
 )
@@ -36,6 +46,7 @@ class Caches:
     configmaps: Cache
     imagestreams: Cache  # the DTK ImageStream only
     builds: Cache  # kmm-dtk's own Builds only, projected
+    modulebuilds: Cache | None = None  # where the ModuleBuild CRD is served
     mirror_sets: tuple[Cache, ...] = ()  # ICSP, IDMS, ITMS: those the cluster serves, with registry checks
     cluster_versions: Cache | None = None  # with --prebuild-upgrades on a cluster that serves it
 
@@ -58,6 +69,13 @@ class _Factory:
         return Cache(made)
 
 
+def _owned_by(kind: str) -> Callable[[Mapping[str, Any]], list[str]]:
+    def index(build: Mapping[str, Any]) -> list[str]:
+        owner = build_owner_key(build, kind)
+        return [owner] if owner else []
+    return index
+
+
 def watch_caches(manager: Manager, client: KubeClient, *, namespaces: tuple[str, ...],
                  dtk_imagestream: tuple[str, str], metrics: InformerMetrics, discovery: Discovery,
                  mirrors: bool, cluster_versions: bool, informer_options: Mapping[str, Any]) -> Caches:
@@ -70,9 +88,14 @@ def watch_caches(manager: Manager, client: KubeClient, *, namespaces: tuple[str,
         configmaps=make.cache(CONFIGMAPS, "configmaps", JsonDecoder("ConfigMap")),
         imagestreams=make.cache(IMAGESTREAMS, "dtk-imagestream", JsonDecoder("ImageStream"), namespaces=(dtk_ns,),
                                 field_selector=f"metadata.name={dtk_name}"),
-        builds=make.cache(BUILDS, "builds", JsonDecoder("Build", transform=build_projection),
+        builds=make.cache(BUILDS, "builds", JsonDecoder("Build", transform=build_projection),  # by owner
                           label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
-                          indexers={OWNER_INDEX: lambda b: [k for k in [build_owner_key(b)] if k]}),
+                          indexers={OWNER_INDEX: _owned_by(MODULES.kind),
+                                    BUILD_OWNER_INDEX: _owned_by(MODULEBUILDS.kind)}),
+        modulebuilds=(make.cache(MODULEBUILDS, "modulebuilds", JsonDecoder("ModuleBuild"),
+                                 indexers={MODULE_NAME_INDEX: modulebuild_module_index,
+                                           CONFIGMAP_INDEX: modulebuild_configmap_index})
+                      if discovery.served(MODULEBUILDS) else None),
         mirror_sets=tuple(make.cache(r, str(r), JsonDecoder(r.kind), cluster_scoped=True)
                           for r in MIRROR_RESOURCES if mirrors and discovery.served(r)),
         cluster_versions=(make.cache(CLUSTERVERSIONS, "clusterversion", JsonDecoder("ClusterVersion"),

@@ -36,3 +36,6 @@ class OperatorOptions:
     informer_options: Mapping[str, Any] = field(default_factory=dict)  # tests shorten timeouts
     registry: RegistryOptions | None = None  # None: --assume-missing, no registry access at all
     prebuild_upgrades: bool = False  # build for the desired release's kernels before nodes reboot
+    # Build the Modules that carry build sections of their own: only where kmm-dtk is the sole builder
+    # (the standalone overlay); beside the KMM operator, KMM builds those and kmm-dtk only ModuleBuilds.
+    build_module_sections: bool = True

@@ -20,7 +20,7 @@ from tests.support.controlplane import ControlPlane, wait_for
 from tests.support.objects import apply_crds
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIRS = (REPO / "manifests" / "crd", REPO / "tests" / "crds")
+CRD_DIRS = (REPO / "manifests" / "crd", REPO / "manifests" / "modulebuild", REPO / "tests" / "crds")
 
 
 def existing_kubeconfig() -> Path | None:
