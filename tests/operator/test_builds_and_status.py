@@ -7,7 +7,16 @@ import re
 import pytest
 
 from kmm_dtk.core.plan import Action, PlanEntry, Reason
-from kmm_dtk.operator.builds import build_labels, build_name, build_object, build_owner_key, module_label_value
+from kmm_dtk.operator.builds import (
+    ARCH_OVERRIDDEN_ANNOTATION,
+    build_labels,
+    build_name,
+    build_object,
+    build_owner_key,
+    build_projection,
+    from_images,
+    module_label_value,
+)
 from kmm_dtk.operator.status import conditions, kernel_record, transition_events
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -45,7 +54,9 @@ def test_labels_are_valid_label_values_even_for_plus_kernels_and_long_names():
 def test_build_object_carries_everything_the_build_needs():
     build = build_object(entry(), MODULE)
     assert build["spec"]["output"]["pushSecret"] == {"name": "push"}
-    assert build["spec"]["strategy"]["dockerStrategy"]["pullSecret"] == {"name": "push"}
+    strategy = build["spec"]["strategy"]["dockerStrategy"]
+    assert "pullSecret" not in strategy, "the DTK is pulled with the builder's and the node's credentials"
+    assert strategy["mountTrustedCA"] is True
     assert build["metadata"]["annotations"]["kmm-dtk.io/kernel"] == "5.14.0-427.68.1.el9_4.x86_64+rt"
     assert build["metadata"]["ownerReferences"][0]["uid"] == "1234"
     assert build_owner_key(build) == "drivers/simple-kmod"
@@ -54,6 +65,102 @@ def test_build_object_carries_everything_the_build_needs():
     no_secret = build_object(entry(image_repo_secret=None, secrets=()), MODULE)
     assert "pushSecret" not in no_secret["spec"]["output"]
     assert "volumes" not in no_secret["spec"]["strategy"]["dockerStrategy"]
+
+
+INTERNAL = "image-registry.openshift-image-registry.svc:5000"
+RELEASE_DTK = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + "b" * 64
+
+
+def _strategy(**kw) -> dict:
+    return build_object(entry(**kw), MODULE)["spec"]["strategy"]["dockerStrategy"]
+
+
+def test_internal_registry_base_keeps_the_builder_service_accounts_token():
+    """The KMM failure: imageRepoSecret set, a FROM on the internal registry. As the pullSecret it
+    would replace the builder ServiceAccount's dockercfg secret, the only credential that registry
+    takes; it stays the push secret only."""
+    dockerfile = (f"FROM {RELEASE_DTK} AS builder\nRUN make\n"
+                  f"FROM {INTERNAL}/drivers/base:9.4\nCOPY --from=builder /a /b\n")
+    for image in (f"{INTERNAL}/drivers/kmod:5.14.0", "quay.io/acme/kmod:5.14.0"):
+        build = build_object(entry(image=image, dockerfile=dockerfile, dtk_image=RELEASE_DTK), MODULE)
+        assert "pullSecret" not in build["spec"]["strategy"]["dockerStrategy"], image
+        assert build["spec"]["output"]["pushSecret"] == {"name": "push"}
+
+
+def test_global_pull_secret_serves_the_dtk_without_the_modules_secret():
+    """The DTK on quay.io/openshift-release-dev comes through the node's credentials (the global pull
+    secret), also when the driver image goes to quay.io: the Module's secret for quay.io would
+    override the node's for the DTK."""
+    dockerfile = f"FROM {RELEASE_DTK}\nRUN make\n"
+    assert "pullSecret" not in _strategy(dockerfile=dockerfile, dtk_image=RELEASE_DTK,
+                                         image="registry.example.com/drivers/kmod:5.14.0")
+    assert "pullSecret" not in _strategy(dockerfile=dockerfile, dtk_image=RELEASE_DTK,
+                                         image="quay.io/acme/kmod:5.14.0")
+    assert "pullSecret" not in _strategy(dockerfile=dockerfile, dtk_image=RELEASE_DTK, image_repo_secret=None)
+
+
+def test_a_base_on_the_push_registry_is_pulled_with_image_repo_secret():
+    dockerfile = (f"ARG BASE=registry.example.com/acme/ubi:9\nFROM {RELEASE_DTK} AS builder\n"
+                  "FROM ${BASE}\nCOPY --from=builder /a /b\n")
+    assert _strategy(dockerfile=dockerfile, dtk_image=RELEASE_DTK)["pullSecret"] == {"name": "push"}
+    # A build arg overrides the ARG default: the base is elsewhere, nothing to pull with the secret.
+    assert "pullSecret" not in _strategy(dockerfile=dockerfile, dtk_image=RELEASE_DTK,
+                                         build_args={"BASE": "registry.redhat.io/ubi9/ubi-minimal"})
+
+
+def test_from_images_leaves_out_stages_scratch_and_unresolved_args():
+    dockerfile = ("# escape=`\nARG TAG=9.4\nFROM --platform=linux/amd64 quay.io/a/dtk@sha256:" + "c" * 64 + " AS b\n"
+                  "RUN echo `\n  continued\nFROM b\nFROM scratch\nFROM $UNKNOWN\n"
+                  "# FROM commented.example.com/x\nfrom registry.example.com/ubi:${TAG}\n")
+    assert from_images(dockerfile, {}) == ["quay.io/a/dtk@sha256:" + "c" * 64, "registry.example.com/ubi:9.4"]
+
+
+@pytest.mark.parametrize("kernel, arch", [
+    ("5.14.0-427.68.1.el9_4.x86_64", "amd64"), ("5.14.0-427.68.1.el9_4.aarch64+64k", "arm64"),
+    ("5.14.0-427.68.1.el9_4.ppc64le", "ppc64le"), ("5.14.0-427.68.1.el9_4.s390x", "s390x"),
+    ("4.18.0-305.49.1.rt7.121.el8_4.x86_64", "amd64"),
+])
+def test_builds_are_pinned_to_the_kernels_architecture(kernel, arch):
+    build = build_object(entry(kernel=kernel), MODULE)
+    assert build["spec"]["nodeSelector"] == {"node-role.kubernetes.io/worker": "", "kubernetes.io/arch": arch}
+    assert ARCH_OVERRIDDEN_ANNOTATION not in build["metadata"]["annotations"]
+
+
+def test_the_kernels_architecture_wins_over_the_selectors_and_says_so():
+    same = build_object(entry(kernel="5.14.0-1.el9.aarch64", build_selector={"kubernetes.io/arch": "arm64"}), MODULE)
+    assert same["spec"]["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert ARCH_OVERRIDDEN_ANNOTATION not in same["metadata"]["annotations"]
+    other = build_object(entry(kernel="5.14.0-1.el9.aarch64", build_selector={"kubernetes.io/arch": "amd64"}), MODULE)
+    assert other["spec"]["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert other["metadata"]["annotations"][ARCH_OVERRIDDEN_ANNOTATION] == "amd64"
+    # A kernel of no known architecture pins nothing rather than guess one.
+    odd = build_object(entry(kernel="custom-kernel"), MODULE)
+    assert odd["spec"]["nodeSelector"] == {"node-role.kubernetes.io/worker": ""}
+
+
+def test_the_owner_is_any_object_while_names_follow_the_module():
+    owner = {"apiVersion": "kmm-dtk.io/v1alpha1", "kind": "ModuleBuild",
+             "metadata": {"name": "simple-kmod-build", "namespace": "drivers", "uid": "5678"}}
+    build = build_object(entry(), owner)
+    assert build["metadata"]["ownerReferences"] == [{
+        "apiVersion": "kmm-dtk.io/v1alpha1", "kind": "ModuleBuild", "name": "simple-kmod-build", "uid": "5678",
+        "controller": True, "blockOwnerDeletion": False}]
+    assert build["metadata"]["namespace"] == "drivers"
+    assert build["metadata"]["annotations"]["kmm-dtk.io/module"] == "simple-kmod"
+    assert build["metadata"]["labels"]["kmm-dtk.io/module"] == "simple-kmod"
+    assert build["metadata"]["name"] == build_object(entry(), MODULE)["metadata"]["name"]
+
+
+def test_projection_keeps_the_times_garbage_collection_orders_by():
+    build = build_object(entry(), MODULE)
+    build["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    build["status"] = {"phase": "Complete", "startTimestamp": "2026-01-01T00:00:05Z",
+                       "completionTimestamp": "2026-01-01T00:10:00Z", "duration": 595}
+    projected = build_projection(build)
+    assert projected["metadata"]["creationTimestamp"] == "2026-01-01T00:00:00Z"
+    assert projected["status"] == {"phase": "Complete", "startTimestamp": "2026-01-01T00:00:05Z",
+                                   "completionTimestamp": "2026-01-01T00:10:00Z"}
+    assert "spec" not in projected
 
 
 def test_record_keeps_its_transition_time_while_unchanged():

@@ -36,7 +36,9 @@ def test_design_scenario_builds_each_kernel_on_its_dtk(scenario, run_operator):
     args = {a["name"]: a["value"] for a in strategy["buildArgs"]}
     assert args == {"DTK_AUTO": DTK_410, "KERNEL_FULL_VERSION": K84, "KERNEL_VERSION": K84, "KMOD_VERSION": "1.0.2",
                     "MOD_NAME": "simple-kmod", "MOD_NAMESPACE": scenario.namespace}
-    assert strategy["pullSecret"] == {"name": "push"}
+    # The base images are the DTK and registry.redhat.io, not on the push registry: imageRepoSecret
+    # only pushes, and the builder ServiceAccount's and the node's credentials pull.
+    assert "pullSecret" not in strategy and strategy["mountTrustedCA"] is True
     assert strategy["volumes"][0]["source"]["secret"]["secretName"] == "signing-key"
     assert strategy["volumes"][0]["mounts"] == [{"destinationPath": "/run/secrets/signing-key"}]
     output = b84["spec"]["output"]
@@ -46,7 +48,7 @@ def test_design_scenario_builds_each_kernel_on_its_dtk(scenario, run_operator):
     image_labels = {label["name"]: label["value"] for label in output["imageLabels"]}
     assert image_labels["kmm-dtk.io/dtk-image"] == DTK_410
     assert image_labels["kmm-dtk.io/hash"] == b84["metadata"]["labels"]["kmm-dtk.io/hash"]
-    assert b84["spec"]["nodeSelector"] == {"kmm-dtk-test/ns": scenario.namespace}
+    assert b84["spec"]["nodeSelector"] == {"kmm-dtk-test/ns": scenario.namespace, "kubernetes.io/arch": "amd64"}
     owner = b84["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == \
         ("Module", "simple-kmod", module["metadata"]["uid"], True)
