@@ -8,7 +8,7 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kmm_dtk import __version__, release_cli
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
@@ -114,6 +114,19 @@ def _build_parser() -> argparse.ArgumentParser:
                      "out before nodes reboot into it")
     run.set_defaults(func=_cmd_run)
     release_cli.add_parser(sub)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="split Modules with build sections into a Module KMM loads and a ModuleBuild kmm-dtk builds",
+        description="For each Module in the input that carries build sections, print it without them and the "
+        "ModuleBuild that carries them, ready for `oc apply -f -` on a cluster where KMM is installed (apply both: "
+        "KMM then loads and waits for the image, kmm-dtk builds it). Exit status: 0 all split, 1 some Module "
+        "cannot be (stderr says why), 2 unreadable input.",
+    )
+    migrate.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                         help="YAML or JSON file with Modules, e.g. `oc get modules -A -o yaml` (repeatable)")
+    migrate.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    migrate.set_defaults(func=_cmd_migrate)
     return parser
 
 
@@ -310,6 +323,32 @@ def _check_registry(result: ClusterPlan, objects: ClusterObjects, args: argparse
         return replace(result, entries=tuple(with_registry_answers(list(result.entries), checker)))
     finally:
         client.close()
+
+
+def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    import yaml
+
+    from kmm_dtk.core.modulebuild import ModuleBuildError, split_module
+
+    objects = load_files(args.filename)
+    if not objects.modules:
+        print("kmm-dtk migrate: no Module in the input", file=sys.stderr)
+        return EXIT_PLAN_ERRORS
+    documents: list[dict[str, Any]] = []
+    refused = 0
+    for module in objects.modules:
+        meta: dict[str, Any] = module["metadata"] if isinstance(module.get("metadata"), dict) else {}
+        try:
+            documents.extend(split_module(module))
+        except ModuleBuildError as err:
+            refused += 1
+            print(f"kmm-dtk migrate: Module {meta.get('namespace') or '-'}/{meta.get('name')}: {err}", file=sys.stderr)
+    if args.output == "json":
+        json.dump({"apiVersion": "v1", "kind": "List", "items": documents}, out, indent=2)
+        out.write("\n")
+    elif documents:
+        yaml.safe_dump_all(documents, out, sort_keys=False)
+    return EXIT_PLAN_ERRORS if refused else EXIT_OK
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
