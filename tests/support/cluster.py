@@ -92,8 +92,12 @@ def _served_elsewhere(api: client.ApiClient, crd: dict) -> bool:
     return False
 
 
-def install_crds(api: client.ApiClient, existing: bool = False) -> None:
-    docs = crd_documents()
+# Beside the KMM operator: KMM's own Module schema (which prunes kmm-dtk's status), kmm-dtk's ModuleBuild.
+KMM_CRD_DIRS = (REPO / "tests" / "crds-kmm", REPO / "manifests" / "modulebuild", REPO / "tests" / "crds")
+
+
+def install_crds(api: client.ApiClient, existing: bool = False, dirs: tuple[Path, ...] = CRD_DIRS) -> None:
+    docs = crd_documents(dirs)
     if existing:
         docs = [d for d in docs if not _served_elsewhere(api, d)]
     apply_crds(api, docs)
@@ -106,7 +110,7 @@ def install_crds(api: client.ApiClient, existing: bool = False) -> None:
                  30, f"{plural}.{group} to be served")
 
 
-def start_test_cluster(workdir: Path, **controlplane_options) -> TestCluster:
+def start_test_cluster(workdir: Path, crd_dirs: tuple[Path, ...] = CRD_DIRS, **controlplane_options) -> TestCluster:
     existing = existing_kubeconfig()
     if existing is not None:
         api = api_client_from(existing)
@@ -114,6 +118,6 @@ def start_test_cluster(workdir: Path, **controlplane_options) -> TestCluster:
         return TestCluster(existing, api.configuration.host, None, None)
     plane = ControlPlane(workdir, build(), **controlplane_options).start()
     cluster = TestCluster(plane.kubeconfig, plane.host, plane.pki.ca_cert if plane.pki else None, plane)
-    install_crds(cluster.api_client())
+    install_crds(cluster.api_client(), dirs=crd_dirs)
     return cluster
 
