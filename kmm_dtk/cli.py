@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Sequence
@@ -112,6 +113,12 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prebuild-upgrades", action="store_true",
                      help="watch ClusterVersion and build driver images for the kernel of the release being rolled "
                      "out before nodes reboot into it")
+    run.add_argument("--build-gc-grace-period", type=_duration, default="1h", metavar="DURATION",
+                     help="how long a completed Build of a kernel no node runs any more (and no upgrade brings) is "
+                     "kept before it is deleted, and how long any completed Build is kept at least: seconds or "
+                     "e.g. 90m, 1h30m (default: 1h)")
+    run.add_argument("--build-history-limit", type=_positive_int, default=2, metavar="N",
+                     help="completed Builds kept per Module and kernel in use, whatever their age (default: 2)")
     run.set_defaults(func=_cmd_run)
     release_cli.add_parser(sub)
 
@@ -148,6 +155,25 @@ def _positive_float(value: str) -> float:
     if not 0 < number < 86400:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
     return number
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _duration(value: str) -> float:
+    """Seconds from ``3600``, ``90m``, ``1h30m`` or ``45s`` (Go's duration units h, m, s); at most 30 days."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        found = _DURATION.fullmatch(value.strip())
+        if not value.strip() or found is None:
+            raise argparse.ArgumentTypeError(f"expected seconds or a duration such as 90m or 1h30m, got {value!r}") \
+                from None
+        hours, minutes, secs = (float(part or 0) for part in found.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if not 0 <= seconds <= 30 * 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration from 0 to 30 days, got {value!r}")
+    return seconds
 
 
 def _pod_namespace() -> str | None:
@@ -196,6 +222,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         graceful_timeout=args.graceful_shutdown_timeout,
         registry=registry, prebuild_upgrades=args.prebuild_upgrades,
         build_module_sections=args.module_build_sections == "build",
+        build_gc_grace=args.build_gc_grace_period, build_history_limit=args.build_history_limit,
     )
     try:
         operator = build_operator(KubeClient(api_client), options)

@@ -11,6 +11,7 @@ Nothing is decided here. Each controller declares what enqueues its keys next to
 | dtk | the DTK ImageStream | any change of it | ``dtk_reconciler`` |
 | mirrors | all mirror sets | any ICSP, IDMS or ITMS change | ``mirror_policy`` |
 | upgrade | ClusterVersion ``version`` | its desired release | ``upgrade_reconciler`` |
+| build-gc | a Module | its Builds' phases, the kernels its status lists; a Build coming due | ``build_gc`` |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kmm_dtk.observability.api_metrics import ApiMetrics
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from kmm_dtk.observability.metrics import ControllerMetrics
 from kmm_dtk.observability.registry_metrics import RegistryMetrics
+from kmm_dtk.operator.build_gc import BuildGcReconciler, setup_build_gc_controller
 from kmm_dtk.operator.caches import ClusterView
 from kmm_dtk.operator.discovery import Discovery
 from kmm_dtk.operator.dtk_reconciler import setup_dtk_controller
@@ -105,6 +107,9 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
 
     nodes = setup_node_controller(manager, view, enqueue_module, metrics=metrics)
     setup_dtk_controller(manager, view, enqueue_module, metrics=metrics)
+    setup_build_gc_controller(manager, view, BuildGcReconciler(
+        view, client, grace=options.build_gc_grace, keep=options.build_history_limit, dry_run=options.dry_run),
+        metrics=metrics)
     if access is not None and registry_checker is not None:
         setup_mirror_controller(manager, access.mirrors, registry_checker.clear, view.module_keys, enqueue_module,
                                 metrics=metrics)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmm_dtk.kube.manager import DEFAULT_GRACEFUL_TIMEOUT, LeaderElectionConfig
+from kmm_dtk.operator.build_gc import DEFAULT_GRACE_PERIOD, DEFAULT_HISTORY_LIMIT
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class OperatorOptions:
     dtk_imagestream: tuple[str, str] = ("openshift", "driver-toolkit")
     workers: int = 4
     dry_run: bool = False
+    build_gc_grace: float = DEFAULT_GRACE_PERIOD  # seconds before a completed Build out of use is deleted
+    build_history_limit: int = DEFAULT_HISTORY_LIMIT  # completed Builds kept per (Module, kernel) in use
     identity: str = "kmm-dtk"
     metrics_address: str | None = ":8080"
     health_address: str | None = ":8081"
