@@ -105,7 +105,11 @@ def _build_parser() -> argparse.ArgumentParser:
                      metavar="NAMESPACE/NAME", help="the cluster's pull secret, used for release and DTK images and "
                      "as a fallback for every registry (default: %(default)s; read if it exists)")
     run.add_argument("--registry-cache-ttl", type=_positive_int, default=300, metavar="SECONDS",
-                     help="how long an answer about an image is reused; a finished Build forgets it (default: 300)")
+                     help="how long an answer about an image is reused; a finished Build forgets it, and images "
+                     "recorded as in the registry are asked about again as often (default: 300)")
+    run.add_argument("--registry-recheck-rate", type=_positive_float, default=10.0, metavar="PER_SECOND",
+                     help="re-checks of images recorded as in the registry, at most, a second per registry host "
+                     "(default: 10)")
     run.add_argument("--module-build-sections", choices=("build", "ignore"), default="build",
                      help="Modules that carry build sections of their own: build them where kmm-dtk is the only "
                      "builder (default), or ignore them beside the KMM operator, which builds those itself; "
@@ -271,7 +275,8 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions | None:
     except UsageError as err:
         raise _Refused(str(err)) from None
     return RegistryOptions(auth_file=auth_file(args)[0], ca_paths=tuple(args.ca_file),
-                           global_pull_secret=args.global_pull_secret, cache_ttl=float(args.registry_cache_ttl))
+                           global_pull_secret=args.global_pull_secret, cache_ttl=float(args.registry_cache_ttl),
+                           recheck_rate=args.registry_recheck_rate)
 
 
 def _leader_election(args: argparse.Namespace, identity: str) -> LeaderElectionConfig | None:

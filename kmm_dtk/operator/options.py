@@ -8,6 +8,7 @@ from typing import Any
 
 from kmm_dtk.kube.manager import DEFAULT_GRACEFUL_TIMEOUT, LeaderElectionConfig
 from kmm_dtk.operator.build_gc import DEFAULT_GRACE_PERIOD, DEFAULT_HISTORY_LIMIT
+from kmm_dtk.operator.recheck import DEFAULT_RATE as DEFAULT_RECHECK_RATE
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class RegistryOptions:
     ca_paths: tuple[str, ...] = ()  # CA files or directories trusted for every registry
     global_pull_secret: tuple[str, str] | None = ("openshift-config", "pull-secret")
     cache_ttl: float = 300.0  # seconds an answer about an image is reused
+    recheck_rate: float = DEFAULT_RECHECK_RATE  # re-checks (every cache_ttl) a second at most, per registry host
     retry_after: float = 60.0  # seconds before a silent registry is asked again
     timeout: float = 10.0
     attempts: int = 3

@@ -37,6 +37,7 @@ class EventType(str, Enum):
 
 
 UNUSABLE_PULL_SECRET = "UnusablePullSecret"  # Degraded reason and Event: a pull Secret left out
+IMAGE_VANISHED = "ImageVanished"  # Warning Event: a re-check found a built image gone from the registry
 
 
 def now_rfc3339() -> str:

@@ -329,6 +329,15 @@ def push_manifest(server: RegistryServer, repository: str, reference: str, body:
     return sha256(body)
 
 
+def delete_manifest(server: RegistryServer, repository: str, digest: str) -> None:
+    """Delete a manifest by digest, as a registry cleanup does (the storage config enables deletion):
+    the tags pointing at it answer 404 ``MANIFEST_UNKNOWN`` from then on."""
+    response = server.call("DELETE", f"/v2/{repository}/manifests/{digest}", repository)
+    if response.status != 202:
+        raise RuntimeError(f"manifest delete of {repository}@{digest} failed: {response.status} "
+                           f"{response.data[:300]!r}")
+
+
 @dataclass(frozen=True)
 class PushedImage:
     host: str
