@@ -246,8 +246,9 @@ def parse_module(obj: Mapping[str, Any]) -> Module:
         path = f"{CONTAINER_PATH}.kernelMappings[{i}]"
         m = _mapping_at(raw, path, required=True)
         assert m is not None
-        literal, regexp = _str_at(m, "literal", path), _str_at(m, "regexp", path)
-        if (literal is None) == (regexp is None) or (literal == "" or regexp == ""):
+        # Empty reads as unset, as in KMM: {literal: "", regexp: "..."} is a regexp mapping.
+        literal, regexp = _str_at(m, "literal", path) or None, _str_at(m, "regexp", path) or None
+        if (literal is None) == (regexp is None):
             raise ModuleError(f"{path}: set exactly one of literal or regexp, non-empty")
         compiled = None
         if regexp is not None:

@@ -307,6 +307,17 @@ def test_webhook_refusals_are_module_wide_entries(mapping, problem):
     assert problem in reason
 
 
+@pytest.mark.parametrize("mapping", [{"literal": "", "regexp": r"\.x86_64$"}, {"literal": K94, "regexp": ""}])
+def test_an_empty_literal_or_regexp_is_an_unset_one(mapping):
+    """KMM reads an empty literal or regexp as unset, so a mapping with one of them empty and the other
+    set is a valid mapping of the other kind (both empty is still neither)."""
+    m = parse_module(ice_module(kernelMappings=[mapping]))
+    assert m.mapping_for(K94) is not None
+    assert m.mapping_for(RT) is None
+    with pytest.raises(ModuleError, match="set exactly one of literal or regexp"):
+        parse_module(ice_module(kernelMappings=[{"literal": "", "regexp": ""}]))
+
+
 def test_parsing_never_changes_the_input():
     raw = ice_module(containerImage="")
     before = copy.deepcopy(raw)
