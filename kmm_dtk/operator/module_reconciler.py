@@ -6,6 +6,10 @@ checker is asked and, if the image is missing, the Build is created. A Build for
 hash of the same kernel is deleted first, so at most one Build per (Module, kernel) is active. A
 Failed Build is not retried until its hash changes, which includes
 ``spec.imageRebuildTriggerGeneration``.
+
+An image recorded as in the registry (``Exists``, ``Succeeded``) is asked about again once a
+period (:mod:`kmm_dtk.operator.recheck`); one found gone is rebuilt with an ``ImageVanished``
+Event, and the Module is requeued for its next re-check.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, Protocol
 
 from kmm_dtk.core.decision import decide
 from kmm_dtk.core.plan import Action, PlanEntry, plan_module
+from kmm_dtk.core.reference import ImageRef
 from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.kube.controller import Controller, Result
@@ -37,9 +42,11 @@ from kmm_dtk.operator.builds import (
 )
 from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView, module_key
 from kmm_dtk.operator.events import EventRecorder
+from kmm_dtk.operator.recheck import DEFAULT_RATE, Rechecks, RegistryLimiter
 from kmm_dtk.operator.resources import BUILDS, MODULES
 from kmm_dtk.operator.status import (
     DONE_PHASES,
+    IMAGE_VANISHED,
     EventSpec,
     EventType,
     Phase,
@@ -52,6 +59,9 @@ from kmm_dtk.operator.status import (
 )
 
 log = logging.getLogger(__name__)
+
+RECHECK_FLOOR = 0.5  # seconds: a requeue for a re-check is never sooner (no busy loop on a turn just missed)
+DEFAULT_RECHECK_PERIOD = 300.0  # for a checker that does not say how long it keeps its answers
 
 
 class ImageChecker(Protocol):
@@ -124,16 +134,42 @@ def _phase_message(name: str, phase: str) -> str:
     return f"Build {name} is {phase}"
 
 
+def default_rechecks(checker: ImageChecker, rate: float = DEFAULT_RATE) -> Rechecks | None:
+    """Re-checks once per period of the checker's answer cache (``--registry-cache-ttl``): a re-check
+    asks the registry, not the cache. None for ``--assume-missing``: it cannot see the registry, so it
+    must not rebuild images that exist."""
+    if isinstance(checker, AssumeMissing):
+        return None
+    ttl = getattr(checker, "ttl", None)
+    period = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else DEFAULT_RECHECK_PERIOD
+    return Rechecks(period, RegistryLimiter(rate))
+
+
+def _registry(image: str) -> str:
+    """The registry host a re-check of ``image`` counts against (mirrors asked for it count as it)."""
+    try:
+        return ImageRef.parse(image).registry
+    except ValueError:
+        return image
+
+
+def _uid(build: Mapping[str, Any]) -> str:
+    return str((build.get("metadata") or EMPTY).get("uid") or "")
+
+
 class ModuleReconciler:
     def __init__(self, view: ClusterView, client: KubeClient, recorder: EventRecorder,
                  checker: ImageChecker | None = None, dry_run: bool = False,
-                 registry_retry: float = 60.0) -> None:
+                 registry_retry: float = 60.0,
+                 recheck_rate: float = DEFAULT_RATE, rechecks: Rechecks | None = None) -> None:
         self.view = view
         self.client = client
         self.recorder = recorder
         self.checker = checker or AssumeMissing()
         self.dry_run = dry_run
         self.registry_retry = registry_retry  # seconds before asking a silent registry again
+        # When images recorded as in the registry are asked about again (``recheck_rate``: per host, a second).
+        self.rechecks = rechecks if rechecks is not None else default_rechecks(self.checker, recheck_rate)
 
     def reconcile(self, key: str) -> Result | None:
         module = self.view.modules.get(key)
@@ -175,7 +211,9 @@ class ModuleReconciler:
         for event in merge_events(events):
             self.recorder.emit(module, event)
         # Secrets are read, not watched: a Module reporting an unusable one is looked at again for the fix.
-        return Result(requeue_after=self.registry_retry) if waiting or secret_problems else None
+        retry = self.registry_retry if waiting or secret_problems else None
+        after = min((d for d in (retry, self._next_recheck(module, records)) if d is not None), default=None)
+        return Result(requeue_after=after) if after is not None else None
 
     # -- builds ----------------------------------------------------------------------------------
 
@@ -183,12 +221,16 @@ class ModuleReconciler:
                       builds: list[Mapping[str, Any]]) -> _KernelResult:
         assert entry.kernel is not None and entry.hash is not None
         name = build_name(module["metadata"]["name"], entry.kernel, entry.hash)
-        mine = [b for b in builds if build_kernel(b) == entry.kernel]
+        key = _recheck_key(module)
+        replacing = self.rechecks.rebuilding(key, entry.kernel, entry.hash) if self.rechecks else None
+        # A completed Build deleted to rebuild its vanished image may linger in the cache: it is gone.
+        mine = [b for b in builds if build_kernel(b) == entry.kernel and not (replacing and _uid(b) == replacing)]
         current = next((b for b in mine if build_hash(b) == entry.hash), None)
         events: list[EventSpec] = []
         for stale in (b for b in mine if build_hash(b) != entry.hash):
             events.extend(self._delete_superseded(module, stale, entry))
 
+        gone: ImageCheck | None = None  # a re-check found the image recorded as there gone
         if current is not None:
             phase = phase_of_build(build_phase(current))
             if phase == Phase.SUCCEEDED and (not previous or previous.get("phase") != Phase.SUCCEEDED):
@@ -197,12 +239,22 @@ class ModuleReconciler:
             if phase == Phase.FAILED:
                 message = (f"Build {name} {build_phase(current).lower()}: {message}; not retried until its inputs "
                            "change or spec.imageRebuildTriggerGeneration is bumped")
-            return _KernelResult(kernel_record(entry, phase, message, name, previous), tuple(events))
-        if previous and previous.get("hash") == entry.hash and previous.get("phase") in DONE_PHASES:
-            return _KernelResult(dict(previous), tuple(events))  # already built from these very inputs
+            if self.rechecks is not None:
+                self.rechecks.building(key, entry.kernel, entry.hash, _uid(current))
+            if phase != Phase.SUCCEEDED or (gone := self._recheck(key, entry)) is None:
+                return _KernelResult(kernel_record(entry, phase, message, name, previous), tuple(events))
+            self._delete_completed(module, current, entry)  # its rebuild takes its name
+        elif previous and previous.get("hash") == entry.hash and previous.get("phase") in DONE_PHASES \
+                and replacing is None:
+            if (gone := self._recheck(key, entry)) is None:
+                return _KernelResult(dict(previous), tuple(events))  # already built from these very inputs
+        if gone is not None:
+            events.append(self._vanished(key, entry, previous, gone, _uid(current) if current is not None else ""))
         decision = decide(entry, self.checker)  # the same ladder as `kmm-dtk plan --check-registry`
         decided, image = decision.entry, decision.image
         if decided.action is Action.SKIP:
+            if self.rechecks is not None:
+                self.rechecks.checked(key, entry.kernel, entry.hash, found=True)
             return _KernelResult(kernel_record(entry, Phase.EXISTS, decided.reason, "", previous), tuple(events))
         if decided.action is Action.WAIT:
             return _KernelResult(kernel_record(entry, Phase.WAITING, f"not built: {decided.reason}; asking again later",
@@ -231,6 +283,66 @@ class ModuleReconciler:
                             tuple(events))
         message = f"dry run: Build {name} not created" if self.dry_run else _phase_message(name, "New")
         return _KernelResult(kernel_record(entry, Phase.PENDING, message, name, previous), tuple(events))
+
+    # -- re-checks of images recorded as in the registry -----------------------------------------
+
+    def _recheck(self, key: str, entry: PlanEntry) -> ImageCheck | None:
+        """Ask the registry again about an image recorded as there, if its turn has come: the answer when
+        the image is gone (missing, or replaced by one built from other inputs), else None and the record
+        stands (the image is there, or the registry said nothing definite: silence never builds)."""
+        assert entry.kernel is not None and entry.hash is not None and entry.image is not None
+        if self.rechecks is None or not self.rechecks.due(key, entry.kernel, entry.hash, _registry(entry.image)):
+            return None
+        self.checker.invalidate(entry.image)  # the answer cached is the one being questioned
+        answer = self.checker.check(entry)
+        fields = {"module_": key, "kernel": entry.kernel, "image": entry.image, "answer": answer.state.value}
+        if answer.build:
+            return answer
+        self.rechecks.checked(key, entry.kernel, entry.hash, found=answer.exists)
+        if answer.exists:
+            log.debug("image re-checked: still in the registry", extra=fields)
+        else:
+            log.info("image re-checked: no answer, record kept", extra={**fields, "reason": answer.message})
+        return None
+
+    def _vanished(self, key: str, entry: PlanEntry, previous: Mapping[str, Any] | None, answer: ImageCheck,
+                  replacing: str) -> EventSpec:
+        """Remember the rebuild (a stale status saying the image is there is not believed until its Build
+        shows up) and say why it happens."""
+        assert self.rechecks is not None and entry.kernel is not None and entry.hash is not None
+        seen = (self.rechecks.seen(key, entry.kernel, entry.hash) or (previous or EMPTY).get("lastTransitionTime")
+                or "an earlier check")
+        self.rechecks.vanished(key, entry.kernel, entry.hash, replacing)
+        what = "is gone" if answer.state is ImageState.MISSING else f"was replaced ({answer.message})"
+        log.info("image gone from the registry", extra={"module_": key, "kernel": entry.kernel, "image": entry.image,
+                                                        "answer": answer.state.value, "lastSeen": seen})
+        return EventSpec(EventType.WARNING, IMAGE_VANISHED,
+                         f"image {entry.image} for kernel {entry.kernel} was in the registry on {seen} and {what}; "
+                         "rebuilding")
+
+    def _delete_completed(self, module: Mapping[str, Any], build: Mapping[str, Any], entry: PlanEntry) -> None:
+        """Delete the completed Build whose image vanished: its rebuild has the same name."""
+        meta = build["metadata"]
+        fields = {"module_": module_key(module), "kernel": entry.kernel, "build": meta["name"]}
+        if self.dry_run:
+            log.info("dry run: would delete the completed Build to rebuild its image", extra=fields)
+            return
+        try:
+            self.client.delete(BUILDS, meta["name"], meta["namespace"],
+                               body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                                     "preconditions": {"uid": meta["uid"]}})
+        except ApiError as err:
+            if err.status not in (404, 409):  # gone already, or already replaced by another
+                raise
+        log.info("completed Build deleted: its image is gone from the registry", extra=fields)
+
+    def _next_recheck(self, module: Mapping[str, Any], records: list[dict[str, Any]]) -> float | None:
+        """Seconds until this Module's next re-check, if it records any image as in the registry."""
+        if self.rechecks is None:
+            return None
+        delay = self.rechecks.next_in(_recheck_key(module), {r["kernel"]: r.get("hash", "") for r in records},
+                                      {r["kernel"] for r in records if r.get("phase") in DONE_PHASES})
+        return None if delay is None else max(delay, RECHECK_FLOOR)
 
     def _create(self, module: Mapping[str, Any], entry: PlanEntry, name: str, image: ImageCheck) -> list[EventSpec]:
         body = build_object(entry, thaw(module))
@@ -285,6 +397,11 @@ class ModuleReconciler:
             if err.status == 404:
                 return  # deleted meanwhile
             raise
+
+
+def _recheck_key(module: Mapping[str, Any]) -> str:
+    """Whose re-checks: a Module and an object of another kind with the same name are two."""
+    return f"{module.get('kind') or 'Module'}/{module_key(module)}"
 
 
 def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
