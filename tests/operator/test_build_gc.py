@@ -3,13 +3,18 @@ three upgrades in a row leave one Build per Module rather than one per kernel ev
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
+from kubernetes import client
 
 from kmm_dtk.cli import _build_parser
 from kmm_dtk.operator.build_gc import Collection, finished_at, select_garbage
-from kmm_dtk.operator.builds import KERNEL_ANNOTATION, MODULE_ANNOTATION
+from kmm_dtk.operator.builds import ACTIVE_PHASES, KERNEL_ANNOTATION, MODULE_ANNOTATION
+from tests.operator.conftest import K84, K86, R410, R411, module_body, os_image
+from tests.support.controlplane import wait_for
+from tests.support.objects import create_node, set_node_versions
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 HOUR = 3600.0
@@ -137,3 +142,70 @@ def test_gc_flag_defaults_and_refusals(capsys):
         assert exited.value.code == 2
         assert flags[0] in capsys.readouterr().err
 
+
+
+# -- on the real control plane ---------------------------------------------------------------------
+
+GRACE = 2.0
+MAIN, EVERYWHERE = "simple-kmod", "everywhere"
+UPGRADES = ("4.18.0-372.41.1.el8_6.x86_64", "4.18.0-372.42.1.el8_6.x86_64", "4.18.0-372.43.1.el8_6.x86_64")
+
+
+def _pairs(scenario) -> dict[tuple[str, str], list[str]]:
+    """(Module, kernel) -> names of its Builds, as the API server has them."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for item in scenario.builds():
+        annotations = item["metadata"]["annotations"]
+        found.setdefault((annotations[MODULE_ANNOTATION], annotations[KERNEL_ANNOTATION]), []).append(
+            item["metadata"]["name"])
+    return found
+
+
+def _wait_pairs(scenario, expected: set[tuple[str, str]], what: str) -> dict[tuple[str, str], list[str]]:
+    return wait_for(lambda: (lambda found: found if set(found) == expected else None)(_pairs(scenario)), 40, what)
+
+
+def _complete_active_builds(scenario) -> None:
+    """What the build controller would do once the Builds ran (the test API has no build controller)."""
+    for item in scenario.builds():
+        if (item.get("status") or {}).get("phase", "New") in ACTIVE_PHASES:
+            scenario.set_build_phase(item, "Complete")
+
+
+@pytest.mark.integration
+def test_three_upgrades_in_a_row_leave_one_build_per_module_and_kernel_in_use(scenario, run_operator, new_node_name):
+    """Every upgrade moves every node of the scenario to a new kernel. ``simple-kmod`` selects those
+    nodes only; ``everywhere`` also selects a node of a paused pool that stays on K84. The bound:
+    once an upgrade settles, each Module has one Build per kernel in use (its history limit is 2,
+    and each kernel has only been built once), so 1 + 2 Builds, where 10 would pile up without
+    collection; the paused pool's Build, older than the grace period many times over, stays."""
+    namespace = scenario.namespace
+    core = client.CoreV1Api(scenario.api)
+    for node in scenario.nodes:
+        core.patch_node(node, {"metadata": {"labels": {"kmm-dtk-test/gc": namespace}}})
+    create_node(scenario.api, new_node_name("paused"), K84, os_image(R410), {"kmm-dtk-test/gc": namespace})
+    scenario.create_module()
+    scenario.create_module(module_body(namespace, EVERYWHERE, selector={"kmm-dtk-test/gc": namespace}))
+    run_operator(build_gc_grace=GRACE, build_history_limit=2)
+
+    start = _wait_pairs(scenario, {(m, k) for m in (MAIN, EVERYWHERE) for k in (K84, K86)},
+                        "a Build per Module and kernel")
+    _complete_active_builds(scenario)
+    paused_build = start[(EVERYWHERE, K84)]
+    created = len(start)
+
+    for step, kernel in enumerate(UPGRADES, start=1):
+        moved_at = time.monotonic()
+        for node in scenario.nodes:
+            set_node_versions(scenario.api, node, kernel, os_image(R411))
+        wait_for(lambda k=kernel: {(MAIN, k), (EVERYWHERE, k)} <= set(_pairs(scenario)), 40,
+                 f"upgrade {step}: a Build of each Module for {kernel}")
+        created += 2
+        _complete_active_builds(scenario)
+        settled = _wait_pairs(scenario, {(MAIN, kernel), (EVERYWHERE, kernel), (EVERYWHERE, K84)},
+                              f"upgrade {step}: the Builds of the kernels left behind collected")
+        assert time.monotonic() - moved_at >= GRACE, "collected before the grace period was over"
+        assert all(len(names) == 1 for names in settled.values()), settled
+        assert settled[(EVERYWHERE, K84)] == paused_build, "a kernel a node still runs keeps its Build"
+        assert len(settled) == 3 < created
+    assert created == 10
