@@ -48,6 +48,7 @@ class Reason(str, Enum):
     NO_KERNEL_MAPPING = "NoKernelMapping"
     NO_BUILD = "NoBuildSection"
     INVALID_MODULE = "InvalidModule"
+    INVALID_MODULE_BUILD = "InvalidModuleBuild"  # a ModuleBuild that cannot apply to its Module
     MISSING_CONFIGMAP = "MissingDockerfileConfigMap"
     MISSING_DOCKERFILE_KEY = "MissingDockerfileKey"
     INVALID_CONFIGMAP = "InvalidDockerfileConfigMap"

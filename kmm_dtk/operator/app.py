@@ -43,7 +43,7 @@ from kmm_dtk.operator.module_reconciler import (
     setup_modulebuild_controller,
 )
 from kmm_dtk.operator.node_reconciler import setup_node_controller
-from kmm_dtk.operator.options import OperatorOptions
+from kmm_dtk.operator.options import OperatorOptions, RegistryOptions
 from kmm_dtk.operator.registry_access import RegistryAccess
 from kmm_dtk.operator.upgrade_reconciler import UpgradeReconciler, setup_upgrade_controller
 
@@ -93,7 +93,8 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     registry_checker = access.checker(options.registry, registry_metrics) if access and options.registry else None
     reconciler = ModuleReconciler(view, client, recorder, checker or registry_checker, dry_run=options.dry_run,
                                   registry_retry=options.registry.retry_after if options.registry else 60.0,
-                                  build_module_sections=options.build_module_sections)
+                                  build_module_sections=options.build_module_sections,
+                                  recheck_rate=(options.registry or RegistryOptions()).recheck_rate)
     modules = setup_module_controller(manager, view, reconciler, workers=options.workers, metrics=metrics)
     module_builds = setup_modulebuild_controller(manager, view, reconciler, workers=options.workers, metrics=metrics)
 

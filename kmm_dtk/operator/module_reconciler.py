@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kmm_dtk.core.decision import decide
-from kmm_dtk.core.plan import Action, PlanEntry, plan_module
+from kmm_dtk.core.modulebuild import ModuleBuildError, module_with_builds
+from kmm_dtk.core.modulebuild import module_name as modulebuild_module_name
+from kmm_dtk.core.plan import Action, PlanEntry, Reason, plan_module
 from kmm_dtk.core.reference import ImageRef
 from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.kube.client import ApiError, KubeClient
@@ -40,10 +42,10 @@ from kmm_dtk.operator.builds import (
     build_owner_key,
     build_phase,
 )
-from kmm_dtk.operator.caches import OWNER_INDEX, ClusterView, module_key
+from kmm_dtk.operator.caches import BUILD_OWNER_INDEX, OWNER_INDEX, ClusterView, module_key
 from kmm_dtk.operator.events import EventRecorder
 from kmm_dtk.operator.recheck import DEFAULT_RATE, Rechecks, RegistryLimiter
-from kmm_dtk.operator.resources import BUILDS, MODULES
+from kmm_dtk.operator.resources import BUILDS, MODULEBUILDS, MODULES
 from kmm_dtk.operator.status import (
     DONE_PHASES,
     IMAGE_VANISHED,
@@ -91,6 +93,16 @@ class AssumeMissing:
 
     def auth_problems(self, entry: PlanEntry) -> tuple[str, ...]:
         return ()
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """What one reconcile is about: the object that reports it (status, Events, Build owner: a Module,
+    or the ModuleBuild that builds for one), the Module as planned, and the Builds it owns."""
+
+    reported: Mapping[str, Any]
+    module: Mapping[str, Any]
+    builds: list[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -160,9 +172,11 @@ def _uid(build: Mapping[str, Any]) -> str:
 class ModuleReconciler:
     def __init__(self, view: ClusterView, client: KubeClient, recorder: EventRecorder,
                  checker: ImageChecker | None = None, dry_run: bool = False,
-                 registry_retry: float = 60.0,
+                 registry_retry: float = 60.0, build_module_sections: bool = True,
                  recheck_rate: float = DEFAULT_RATE, rechecks: Rechecks | None = None) -> None:
         self.view = view
+        # False beside the KMM operator: it builds the Modules that carry build sections.
+        self.build_module_sections = build_module_sections
         self.client = client
         self.recorder = recorder
         self.checker = checker or AssumeMissing()
@@ -172,14 +186,49 @@ class ModuleReconciler:
         self.rechecks = rechecks if rechecks is not None else default_rechecks(self.checker, recheck_rate)
 
     def reconcile(self, key: str) -> Result | None:
+        """A Module with build sections of its own (where kmm-dtk is the only builder)."""
         module = self.view.modules.get(key)
         if module is None or (module.get("metadata") or EMPTY).get("deletionTimestamp"):
             return None  # its Builds are owned by it and go with it
-        entries = plan_module(module, self.view.snapshot())
-        status = module.get("status") or EMPTY
+        if not self.build_module_sections:
+            return None  # beside KMM: KMM builds the Modules that carry build sections
+        subject = _Subject(module, module, self.view.builds.by_index(OWNER_INDEX, key))
+        return self._reconcile(subject, plan_module(module, self.view.snapshot()))
+
+    def reconcile_module_build(self, key: str) -> Result | None:
+        """A ModuleBuild: its Module planned with the ModuleBuild's build sections; status and Events
+        on the ModuleBuild, Builds owned by it."""
+        module_build = self.view.modulebuilds.get(key) if self.view.modulebuilds is not None else None
+        if module_build is None or (module_build.get("metadata") or EMPTY).get("deletionTimestamp"):
+            return None
+        builds = self.view.builds.by_index(BUILD_OWNER_INDEX, key)
+        try:
+            merged = self._module_for(key, module_build)
+        except ModuleBuildError as err:
+            refused = PlanEntry(key, None, Action.ERROR, Reason.INVALID_MODULE_BUILD, str(err))
+            return self._reconcile(_Subject(module_build, module_build, builds), [refused])
+        return self._reconcile(_Subject(module_build, merged, builds),
+                               plan_module(merged, self.view.snapshot()))
+
+    def _module_for(self, key: str, module_build: Mapping[str, Any]) -> dict[str, Any]:
+        namespace = key.split("/", 1)[0]
+        module_ref = f"{namespace}/{modulebuild_module_name(module_build)}"
+        module = self.view.modules.get(module_ref)
+        if module is None:
+            raise ModuleBuildError(f"spec.moduleName: Module {module_ref} does not exist (yet)")
+        first = min(((b.get("metadata") or EMPTY).get("creationTimestamp") or "", k)
+                    for k in self.view.modulebuilds_for(module_ref)
+                    if (b := self.view.modulebuilds.get(k) if self.view.modulebuilds else None) is not None)
+        if first[1] != key:
+            raise ModuleBuildError(f"spec.moduleName: Module {module_ref} is built by ModuleBuild {first[1]} already; "
+                                   "one ModuleBuild per Module")
+        return module_with_builds(module, module_build)
+
+    def _reconcile(self, subject: _Subject, entries: list[PlanEntry]) -> Result | None:
+        reported, builds = subject.reported, subject.builds
+        status = reported.get("status") or EMPTY
         previous: dict[str, Mapping[str, Any]] = {r["kernel"]: r for r in status.get("kernels") or ()
                                                   if isinstance(r, Mapping) and isinstance(r.get("kernel"), str)}
-        builds = self.view.builds.by_index(OWNER_INDEX, key)
 
         records: list[dict[str, Any]] = []
         events: list[EventSpec] = []
@@ -188,7 +237,7 @@ class ModuleReconciler:
         for entry in entries:
             if entry.action is Action.BUILD:
                 secret_problems.update(dict.fromkeys(self.checker.auth_problems(entry)))
-                outcome = self._ensure_build(module, entry, previous.get(entry.kernel or ""), builds)
+                outcome = self._ensure_build(subject, entry, previous.get(entry.kernel or ""), builds)
             elif entry.action is Action.ERROR and entry.kernel is not None:
                 outcome = _KernelResult(kernel_record(entry, Phase.ERROR, entry.reason,
                                                       previous=previous.get(entry.kernel)))
@@ -199,7 +248,7 @@ class ModuleReconciler:
             waiting = waiting or outcome.waiting
 
         errors = error_entries(entries)
-        generation = (module.get("metadata") or EMPTY).get("generation")
+        generation = (reported.get("metadata") or EMPTY).get("generation")
         conds = conditions(records, errors, generation, status.get("conditions") or (),
                            secret_problems=secret_problems)
         events.extend(transition_events(previous, records, errors, status.get("conditions") or (),
@@ -207,21 +256,22 @@ class ModuleReconciler:
         new_status = status_body(records, conds, generation)
         current = thaw(status)
         if {k: current.get(k) for k in new_status} != new_status:  # fields others own are left alone
-            self._write_status(module, new_status)
+            self._write_status(reported, new_status)
         for event in merge_events(events):
-            self.recorder.emit(module, event)
+            self.recorder.emit(reported, event)
         # Secrets are read, not watched: a Module reporting an unusable one is looked at again for the fix.
         retry = self.registry_retry if waiting or secret_problems else None
-        after = min((d for d in (retry, self._next_recheck(module, records)) if d is not None), default=None)
+        after = min((d for d in (retry, self._next_recheck(subject, records)) if d is not None), default=None)
         return Result(requeue_after=after) if after is not None else None
 
     # -- builds ----------------------------------------------------------------------------------
 
-    def _ensure_build(self, module: Mapping[str, Any], entry: PlanEntry, previous: Mapping[str, Any] | None,
+    def _ensure_build(self, subject: _Subject, entry: PlanEntry, previous: Mapping[str, Any] | None,
                       builds: list[Mapping[str, Any]]) -> _KernelResult:
         assert entry.kernel is not None and entry.hash is not None
+        module = subject.module
         name = build_name(module["metadata"]["name"], entry.kernel, entry.hash)
-        key = _recheck_key(module)
+        key = _recheck_key(subject)
         replacing = self.rechecks.rebuilding(key, entry.kernel, entry.hash) if self.rechecks else None
         # A completed Build deleted to rebuild its vanished image may linger in the cache: it is gone.
         mine = [b for b in builds if build_kernel(b) == entry.kernel and not (replacing and _uid(b) == replacing)]
@@ -271,7 +321,7 @@ class ModuleReconciler:
                                "reason": decision.dtk.message if decision.dtk else ""})
         assert image is not None
         try:
-            events.extend(self._create(module, entry, name, image))
+            events.extend(self._create(subject, entry, name, image))
         except ApiError as err:
             if err.status not in (400, 403, 422):
                 raise  # transient (5xx, 429, timeouts): retried with backoff
@@ -336,16 +386,17 @@ class ModuleReconciler:
                 raise
         log.info("completed Build deleted: its image is gone from the registry", extra=fields)
 
-    def _next_recheck(self, module: Mapping[str, Any], records: list[dict[str, Any]]) -> float | None:
+    def _next_recheck(self, subject: _Subject, records: list[dict[str, Any]]) -> float | None:
         """Seconds until this Module's next re-check, if it records any image as in the registry."""
         if self.rechecks is None:
             return None
-        delay = self.rechecks.next_in(_recheck_key(module), {r["kernel"]: r.get("hash", "") for r in records},
+        delay = self.rechecks.next_in(_recheck_key(subject), {r["kernel"]: r.get("hash", "") for r in records},
                                       {r["kernel"] for r in records if r.get("phase") in DONE_PHASES})
         return None if delay is None else max(delay, RECHECK_FLOOR)
 
-    def _create(self, module: Mapping[str, Any], entry: PlanEntry, name: str, image: ImageCheck) -> list[EventSpec]:
-        body = build_object(entry, thaw(module))
+    def _create(self, subject: _Subject, entry: PlanEntry, name: str, image: ImageCheck) -> list[EventSpec]:
+        module = subject.module
+        body = build_object(entry, thaw(subject.reported))
         namespace = module["metadata"]["namespace"]
         fields = {"module_": f"{namespace}/{module['metadata']['name']}", "kernel": entry.kernel, "build": name}
         if self.dry_run:
@@ -386,22 +437,27 @@ class ModuleReconciler:
                               f"Build {meta['name']} cancelled: its inputs changed (new plan hash {entry.hash})")]
         return []
 
-    def _write_status(self, module: Mapping[str, Any], status: dict[str, Any]) -> None:
-        meta = module["metadata"]
+    def _write_status(self, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
+        meta = obj["metadata"]
         if self.dry_run:
-            log.info("dry run: would update status", extra={"module_": f"{meta['namespace']}/{meta['name']}"})
+            log.info("dry run: would update status",
+                     extra={"object": f"{obj.get('kind')} {meta['namespace']}/{meta['name']}"})
             return
+        body = {"status": status}
         try:
-            self.client.patch(MODULES, meta["name"], {"status": status}, meta["namespace"], subresource="status")
+            if obj.get("kind") == MODULEBUILDS.kind:
+                self.client.patch(MODULEBUILDS, meta["name"], body, meta["namespace"], subresource="status")
+            else:
+                self.client.patch(MODULES, meta["name"], body, meta["namespace"], subresource="status")
         except ApiError as err:
             if err.status == 404:
                 return  # deleted meanwhile
             raise
 
 
-def _recheck_key(module: Mapping[str, Any]) -> str:
-    """Whose re-checks: a Module and an object of another kind with the same name are two."""
-    return f"{module.get('kind') or 'Module'}/{module_key(module)}"
+def _recheck_key(subject: _Subject) -> str:
+    """Whose re-checks: a Module and a ModuleBuild of the same name are two."""
+    return f"{subject.reported.get('kind') or 'Module'}/{module_key(subject.reported)}"
 
 
 def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -424,8 +480,13 @@ def _owner(build: Mapping[str, Any]) -> tuple[str, ...]:
     return (owner,) if owner else ()
 
 
+def _modulebuild_owner(build: Mapping[str, Any]) -> tuple[str, ...]:
+    owner = build_owner_key(build, "ModuleBuild")
+    return (owner,) if owner else ()
+
+
 def setup_module_controller(manager: Manager, view: ClusterView, reconciler: ModuleReconciler, *, workers: int,
-                            metrics: ControllerMetrics | None = None) -> Controller:
+                            metrics: ControllerMetrics | None = None) -> Controller[str]:
     """What enqueues a Module here: its spec changing (a new generation), a Dockerfile ConfigMap it
     names changing its data, and one of its Builds appearing, changing phase or going. The node, DTK,
     mirror and upgrade controllers add Modules to ``queue`` too, when the kernels a Module selects,
@@ -435,3 +496,22 @@ def setup_module_controller(manager: Manager, view: ClusterView, reconciler: Mod
     enqueue_on(view.configmaps.informers, queue, view.modules_using_configmap, update=_data_changed)
     enqueue_on(view.builds.informers, queue, _owner, update=_phase_changed)
     return manager.add_controller(Controller("module", queue, reconciler.reconcile, workers=workers, metrics=metrics))
+
+
+def setup_modulebuild_controller(manager: Manager, view: ClusterView, reconciler: ModuleReconciler, *,
+                                 workers: int, metrics: ControllerMetrics | None = None) -> Controller[str] | None:
+    """What enqueues a ModuleBuild: its spec changing; its Module appearing, changing or going; a
+    Dockerfile ConfigMap either of them names changing; one of its Builds changing phase. Whatever
+    enqueues a Module enqueues the ModuleBuilds naming it too (``enqueue_module`` in app.py)."""
+    if view.modulebuilds is None:
+        log.info("the ModuleBuild API is not served; only Modules with build sections are built")
+        return None
+    queue = RateLimitingQueue("modulebuilds", metrics=metrics)
+    enqueue_on(view.modulebuilds.informers, queue, lambda b: (module_key(b),), update=_generation_changed,
+               delete=False)
+    enqueue_on(view.modules.informers, queue, lambda m: view.modulebuilds_for(module_key(m)),
+               update=_generation_changed)
+    enqueue_on(view.configmaps.informers, queue, view.modulebuilds_using_configmap, update=_data_changed)
+    enqueue_on(view.builds.informers, queue, _modulebuild_owner, update=_phase_changed)
+    return manager.add_controller(Controller("modulebuild", queue, reconciler.reconcile_module_build, workers=workers,
+                                             metrics=metrics))
