@@ -3,7 +3,8 @@
 For each planned kernel: a Build for the current plan hash that already exists is only
 reflected; one known built for this hash (status says so) is left alone; otherwise the image
 checker is asked and, if the image is missing, the Build is created. A Build for a superseded
-hash of the same kernel is deleted first, so at most one Build per (Module, kernel) is active. A
+hash of the same kernel still running is deleted first, so at most one Build per (Module, kernel)
+is active; finished ones are left to the Build garbage collector. A
 Failed Build is not retried until its hash changes, which includes
 ``spec.imageRebuildTriggerGeneration``.
 
@@ -277,7 +278,9 @@ class ModuleReconciler:
         mine = [b for b in builds if build_kernel(b) == entry.kernel and not (replacing and _uid(b) == replacing)]
         current = next((b for b in mine if build_hash(b) == entry.hash), None)
         events: list[EventSpec] = []
-        for stale in (b for b in mine if build_hash(b) != entry.hash):
+        # Superseded Builds still running are cancelled (deleted); finished ones are history, kept or
+        # removed by the Build garbage collector (--build-history-limit).
+        for stale in (b for b in mine if build_hash(b) != entry.hash and build_phase(b) in ACTIVE_PHASES):
             events.extend(self._delete_superseded(module, stale, entry))
 
         gone: ImageCheck | None = None  # a re-check found the image recorded as there gone

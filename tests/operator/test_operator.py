@@ -179,7 +179,13 @@ def test_build_phases_reach_status_and_events_and_failures_wait_for_new_inputs(s
     scenario.custom.replace_namespaced_custom_object("kmm.sigs.x-k8s.io", "v1beta1", scenario.namespace,
                                                      "modules", "simple-kmod", module)
     wait_for(lambda: scenario.kernel_status().get(K86, {}).get("phase") == "Pending", 20, "a fresh Build")
-    assert len(scenario.builds()) == 2  # one current Build per kernel
+    wait_for(lambda: len(scenario.builds()) == 4, 20, "the fresh Builds beside the finished ones")
+    for kernel, kernel_builds in scenario.builds_by_kernel().items():
+        active = [b for b in kernel_builds if (b.get("status") or {}).get("phase", "New") in ("New", "Pending")]
+        assert len(active) == 1, f"one current Build per kernel: {kernel}"
+        # The finished Builds of the old hash stay as history, for the garbage collector's limits.
+        assert {(b.get("status") or {}).get("phase") for b in kernel_builds} - {None, "New", "Pending"} <= {
+            "Complete", "Failed"}
 
 
 def test_bad_modules_get_conditions_and_events_while_others_build(scenario, run_operator):
