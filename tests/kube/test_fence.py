@@ -12,16 +12,9 @@ from kubernetes import client
 
 from kmm_dtk.kube.client import ApiError, FencedWrite, KubeClient, Resource
 from kmm_dtk.kube.fence import WriteFence
+from tests.support.clock import FakeClock
 
 CONFIGMAPS = Resource("", "v1", "configmaps", kind="ConfigMap")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_an_unelected_process_writes_freely_until_the_fence_closes():
@@ -36,7 +29,7 @@ def test_an_unelected_process_writes_freely_until_the_fence_closes():
 
 
 def test_writes_are_granted_only_before_the_renew_deadline_with_a_bounded_budget():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     deadline: list[float | None] = [None]
     fence = WriteFence(lambda: deadline[0], margin=4.0, clock=clock)
     with pytest.raises(FencedWrite, match="not the leader"):

@@ -12,21 +12,11 @@ import pytest
 
 from kmm_dtk.kube.client import ApiError
 from kmm_dtk.kube.leaderelection import LEASES, LeaderElector, _Attempt
+from tests.support.clock import FakeClock
 
 NAMESPACE, NAME = "ns", "lease"
 PATH = LEASES.path(NAMESPACE, NAME)
 DEADLINE = 5.0  # seconds: an upper bound for things that happen at once
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeLeases:

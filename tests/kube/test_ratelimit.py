@@ -10,17 +10,7 @@ from kmm_dtk.kube.ratelimit import (
     MaxOfRateLimiter,
     default_controller_rate_limiter,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def step(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 def test_exponential_doubles_from_5ms_and_caps_at_1000s() -> None:
@@ -69,10 +59,10 @@ def test_bucket_refills_with_time_but_not_beyond_burst() -> None:
     limiter = BucketRateLimiter(qps=10, burst=100, clock=clock)
     for i in range(100):
         limiter.when(i)
-    clock.step(0.1)  # exactly one token back
+    clock.advance(0.1)  # exactly one token back
     assert limiter.when("x") == 0.0
     assert limiter.when("y") == pytest.approx(0.1)
-    clock.step(1000.0)  # far more than needed: the bucket holds at most `burst` tokens
+    clock.advance(1000.0)  # far more than needed: the bucket holds at most `burst` tokens
     assert [limiter.when(i) for i in range(100)] == [0.0] * 100
     assert limiter.when("z") == pytest.approx(0.1)
 
@@ -82,7 +72,7 @@ def test_bucket_steady_rate_at_qps_needs_no_wait() -> None:
     limiter = BucketRateLimiter(qps=10, burst=1, clock=clock)
     assert limiter.when("a") == 0.0
     assert limiter.when("b") == pytest.approx(0.1)  # reserved: a token 0.1 s from now
-    clock.step(0.2)  # that token and the next have been produced
+    clock.advance(0.2)  # that token and the next have been produced
     assert limiter.when("c") == pytest.approx(0.0)
 
 

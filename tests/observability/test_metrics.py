@@ -12,19 +12,9 @@ from kmm_dtk.kube.controller import Controller, Result, TerminalError
 from kmm_dtk.kube.ratelimit import ItemExponentialRateLimiter
 from kmm_dtk.kube.workqueue import RateLimitingQueue, WorkQueue
 from kmm_dtk.observability.metrics import RECONCILE_BUCKETS, WORKQUEUE_BUCKETS, ControllerMetrics
+from tests.support.clock import FakeClock
 
 DEADLINE = 5.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def step(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -34,7 +24,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 def sample(registry: CollectorRegistry, metric: str, /, **labels: str) -> float | None:
@@ -44,13 +34,13 @@ def sample(registry: CollectorRegistry, metric: str, /, **labels: str) -> float 
 def test_queue_adds_depth_and_durations(registry: CollectorRegistry, clock: FakeClock) -> None:
     q = WorkQueue("q", metrics=ControllerMetrics(registry, clock=clock))
     q.add("a")
-    clock.step(1.0)
+    clock.advance(1.0)
     q.add("b")
     q.add("a")  # deduplicated: not an add
     assert sample(registry, "workqueue_adds_total", name="q") == 2
     assert sample(registry, "workqueue_depth", name="q") == 2
 
-    clock.step(2.0)
+    clock.advance(2.0)
     assert q.get(timeout=0) == ("a", False)  # waited 3 s
     assert sample(registry, "workqueue_depth", name="q") == 1
     assert sample(registry, "workqueue_queue_duration_seconds_count", name="q") == 1
@@ -58,7 +48,7 @@ def test_queue_adds_depth_and_durations(registry: CollectorRegistry, clock: Fake
     assert sample(registry, "workqueue_queue_duration_seconds_bucket", name="q", le="1.0") == 0
     assert sample(registry, "workqueue_queue_duration_seconds_bucket", name="q", le="10.0") == 1
 
-    clock.step(0.5)
+    clock.advance(0.5)
     q.done("a")
     assert sample(registry, "workqueue_work_duration_seconds_count", name="q") == 1
     assert sample(registry, "workqueue_work_duration_seconds_sum", name="q") == pytest.approx(0.5)
@@ -73,12 +63,12 @@ def test_add_while_processing_counts_once_and_times_from_that_add(registry: Coll
     q = WorkQueue("q", metrics=ControllerMetrics(registry, clock=clock))
     q.add("a")
     q.get(timeout=0)
-    clock.step(1.0)
+    clock.advance(1.0)
     q.add("a")
     q.add("a")
     assert sample(registry, "workqueue_adds_total", name="q") == 2
     assert sample(registry, "workqueue_depth", name="q") == 1  # client-go counts dirty keys
-    clock.step(4.0)
+    clock.advance(4.0)
     q.done("a")
     q.get(timeout=0)
     assert sample(registry, "workqueue_queue_duration_seconds_sum", name="q") == pytest.approx(0.0 + 4.0)
@@ -94,12 +84,12 @@ def test_unfinished_work_and_longest_running_are_computed_when_scraped(
     q.add("a")
     q.add("b")
     q.get(timeout=0)
-    clock.step(3.0)
+    clock.advance(3.0)
     q.get(timeout=0)
-    clock.step(1.0)  # a has run 4 s, b 1 s
+    clock.advance(1.0)  # a has run 4 s, b 1 s
     assert sample(registry, "workqueue_unfinished_work_seconds", name="q") == pytest.approx(5.0)
     assert sample(registry, "workqueue_longest_running_processor_seconds", name="q") == pytest.approx(4.0)
-    clock.step(1.0)  # no update call in between: the scrape itself computes it
+    clock.advance(1.0)  # no update call in between: the scrape itself computes it
     assert sample(registry, "workqueue_longest_running_processor_seconds", name="q") == pytest.approx(5.0)
     q.done("a")
     q.done("b")
@@ -203,7 +193,7 @@ def test_active_workers_while_reconciling(registry: CollectorRegistry, clock: Fa
     def reconcile(key: Hashable) -> None:
         entered.set()
         assert release.wait(DEADLINE)
-        clock.step(0.25)
+        clock.advance(0.25)
 
     queue = RateLimitingQueue("q", metrics=metrics)
     controller = Controller("c", queue, reconcile, workers=2, metrics=metrics, clock=clock)

@@ -11,17 +11,10 @@ from kmm_dtk.core.plan import PlanEntry
 from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.operator.module_reconciler import AssumeMissing, default_rechecks
 from kmm_dtk.operator.recheck import Rechecks, RegistryLimiter, next_slot, slot_offset
+from tests.support.clock import FakeClock
 
 PERIOD = 300.0
 REGISTRY = "registry.example.com"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def rechecks(clock: FakeClock, rate: float = 10.0, period: float = PERIOD) -> Rechecks:

@@ -18,17 +18,10 @@ from kmm_dtk.registry.check import RegistryChecker, UnreachableRegistries
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.tls import TrustStore
 from kmm_dtk.registry.transport import Transport
+from tests.support.clock import FakeClock
 from tests.support.objects import unique_name
 
 KERNEL = "5.14.0-570.27.1.el9_6.x86_64"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_lru_keeps_the_most_recently_used():
@@ -54,7 +47,7 @@ def test_lru_drops_stale_entries_before_recent_ones():
 
 
 def test_unreachable_registries_hold_at_most_their_bound():
-    clock = Clock()
+    clock = FakeClock()
     held = UnreachableRegistries(hold=30, clock=clock, max_entries=3)
     for i in range(3):
         held.mark(f"dead-{i}.example.com", "timed out")
@@ -68,7 +61,7 @@ def test_unreachable_registries_hold_at_most_their_bound():
 
 
 def test_authorization_headers_are_bounded_expired_first():
-    clock = Clock()
+    clock = FakeClock()
     cache = AuthorizationCache(clock=clock, max_entries=3)
     cache.put("reg", "repository:a:pull", "id", "Bearer a", ttl=10)
     cache.put("reg", "repository:b:pull", "id", "Bearer b", ttl=100)
@@ -97,7 +90,7 @@ def test_connection_pools_are_bounded_and_the_evicted_closed():
 
 
 def test_pull_secret_cache_is_bounded_expired_first():
-    clock = Clock()
+    clock = FakeClock()
     cache = _TTLCache(ttl=60, clock=clock, max_entries=3)
     loads: list[str] = []
 
@@ -129,7 +122,7 @@ def test_registry_metric_labels_are_the_first_hosts_seen_then_other():
 
 @pytest.mark.registry
 def test_checker_answers_are_bounded_expired_first_then_least_recently_used(registry_tls):
-    clock = Clock()
+    clock = FakeClock()
     repo = unique_name("bounds")
     with RegistryClient(TrustStore(ca_paths=(str(registry_tls.ca_file),)),
                         AuthConfig.from_json(registry_tls.auth_json(), "test"), attempts=1) as client:

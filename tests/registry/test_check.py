@@ -15,6 +15,7 @@ from kmm_dtk.registry.check import RegistryChecker
 from kmm_dtk.registry.client import RegistryClient
 from kmm_dtk.registry.mirrors import MirrorPolicy
 from kmm_dtk.registry.tls import TrustStore
+from tests.support.clock import FakeClock
 from tests.support.loopback import CountingListener
 from tests.support.objects import unique_name
 from tests.support.registry import dtk_release_files, push_image
@@ -24,14 +25,6 @@ pytestmark = pytest.mark.registry
 KERNEL = "5.14.0-570.27.1.el9_6.x86_64"
 RT_KERNEL = "5.14.0-570.27.1.el9_6.x86_64+rt"
 HASH = "1234567890abcdef1234"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def entry(image: str, dtk: str | None = None, kernel: str = KERNEL, **kw) -> PlanEntry:
@@ -84,7 +77,7 @@ def test_the_four_answers(registry_tls, client, repo, labels, state, words):
 
 
 def test_answers_are_cached_until_the_ttl_or_a_build_invalidates_them(registry_tls, client, repo):
-    clock = Clock()
+    clock = FakeClock()
     checker = RegistryChecker(client, ttl=60, clock=clock)
     image = f"{registry_tls.host}/{repo}:{KERNEL}"
     assert checker.check(entry(image)).state is ImageState.MISSING
@@ -114,7 +107,7 @@ def test_wrong_credentials_are_unknown_never_missing_and_asked_again(registry_tl
 
 
 def test_a_registry_that_does_not_answer_is_not_asked_again_for_a_while():
-    clock = Clock()
+    clock = FakeClock()
     with CountingListener("hold") as dead, RegistryClient(timeout=0.3, attempts=2, backoff=0.01) as client:
         checker = RegistryChecker(client, unreachable_hold=30, clock=clock)
         first = checker.check(entry(f"{dead.host}/ns/a:{KERNEL}"))
@@ -284,7 +277,7 @@ def test_dtk_through_a_plain_http_mirror_the_cluster_lists_as_insecure(registry_
 
 
 def test_a_dtk_registry_that_does_not_answer_is_held_with_the_same_words():
-    clock = Clock()
+    clock = FakeClock()
     with CountingListener("hold") as dead, RegistryClient(timeout=0.3, attempts=2, backoff=0.01) as client:
         checker = RegistryChecker(client, unreachable_hold=30, clock=clock)
         wanted = entry("x/y:z", dtk=f"{dead.host}/dtk@sha256:{'a' * 64}")

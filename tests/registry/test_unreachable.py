@@ -1,18 +1,11 @@
 """Registries set aside after they stopped answering (pure: an injected clock)."""
 
 from kmm_dtk.registry.check import UnreachableRegistries
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_a_registry_that_did_not_answer_is_skipped_for_the_hold():
-    clock = Clock()
+    clock = FakeClock(0.0)
     held = UnreachableRegistries(90, clock)
     assert held.reason("mirror:5000") is None
     held.mark("mirror:5000", "timed out")
@@ -22,7 +15,7 @@ def test_a_registry_that_did_not_answer_is_skipped_for_the_hold():
 
 
 def test_after_the_hold_one_caller_asks_and_the_others_keep_the_last_answer():
-    clock = Clock()
+    clock = FakeClock(0.0)
     held = UnreachableRegistries(90, clock)
     held.mark("mirror:5000", "timed out")
     clock.now = 91
@@ -33,7 +26,7 @@ def test_after_the_hold_one_caller_asks_and_the_others_keep_the_last_answer():
 
 
 def test_a_caller_that_never_reports_back_does_not_hold_the_registry_forever():
-    clock = Clock()
+    clock = FakeClock(0.0)
     held = UnreachableRegistries(90, clock)
     held.mark("mirror:5000", "timed out")
     clock.now = 91
@@ -43,7 +36,7 @@ def test_a_caller_that_never_reports_back_does_not_hold_the_registry_forever():
 
 
 def test_still_dead_after_asking_again_is_held_again():
-    clock = Clock()
+    clock = FakeClock(0.0)
     held = UnreachableRegistries(90, clock)
     held.mark("mirror:5000", "timed out")
     clock.now = 91
@@ -54,6 +47,6 @@ def test_still_dead_after_asking_again_is_held_again():
 
 
 def test_no_hold_means_always_ask():
-    held = UnreachableRegistries(0, Clock())
+    held = UnreachableRegistries(0, FakeClock(0.0))
     held.mark("mirror:5000", "timed out")
     assert held.reason("mirror:5000") is None
