@@ -130,9 +130,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "migrate",
         help="split Modules with build sections into a Module KMM loads and a ModuleBuild kmm-dtk builds",
         description="For each Module in the input that carries build sections, print it without them and the "
-        "ModuleBuild that carries them, ready for `oc apply -f -` on a cluster where KMM is installed (apply both: "
-        "KMM then loads and waits for the image, kmm-dtk builds it). Exit status: 0 all split, 1 some Module "
-        "cannot be (stderr says why), 2 unreadable input.",
+        "ModuleBuild that carries them, for a cluster where KMM is installed (`| oc apply -f -` where the Modules "
+        "were created with oc apply; otherwise `oc replace` the Module and `oc create` the ModuleBuild, so the build "
+        "sections really go). KMM then loads and waits for the image, kmm-dtk builds it. Exit status: 0 all split, "
+        "1 some Module cannot be (stderr says why), 2 unreadable input.",
     )
     migrate.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                          help="YAML or JSON file with Modules, e.g. `oc get modules -A -o yaml` (repeatable)")

@@ -189,9 +189,9 @@ class KubeClient:
             yield timeout
             return
         with self.fence.write(f"{method} {path}") as budget:
-            if budget is not None:
+            if budget is not None:  # connect and read together end within the budget
                 connect, read = timeout or self.timeout
-                timeout = (min(connect, budget), min(read, budget))
+                timeout = (min(connect, budget / 2), min(read, budget / 2))
             yield timeout
 
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,

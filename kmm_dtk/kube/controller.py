@@ -89,6 +89,13 @@ class Controller(Generic[K]):
                 thread.start()
         log.info("Starting workers", extra={"controller": self.name, "workers": self._workers})
 
+    def stop_taking_keys(self) -> None:
+        """The first half of ``stop(drain=False)``, at once: workers finish their current key only.
+        A manager calls it on every controller before waiting for any (``stop``)."""
+        self._stopped.set()
+        self._abandon.set()
+        self.queue.shutdown()
+
     def stop(self, drain: bool = True, timeout: float | None = 30.0) -> bool:
         """Shut the queue down and join the workers; True if every worker exited in time.
 

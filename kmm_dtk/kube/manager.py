@@ -155,9 +155,11 @@ class Manager:
                 self._campaign()
             while not self._stop.wait(1.0):  # timed: an untimed wait can hold off signal handlers
                 pass
-            return EXIT_LOST_LEASE if self._lost.is_set() else EXIT_OK
         finally:
             self._shutdown()
+        # A Lease lost while stopping (renewals failing during the graceful window) counts too.
+        lost = self._lost.is_set() or (self.elector is not None and self.elector.lost())
+        return EXIT_LOST_LEASE if lost else EXIT_OK
 
     def _wait_for_sync(self) -> bool:
         """Informers retry by themselves; until they sync, /readyz says so."""
@@ -217,6 +219,8 @@ class Manager:
             return
         started = time.monotonic()
         deadline = started + (_LOST_STOP_TIMEOUT if how == self._LOST else self.graceful_timeout)
+        for controller in running:  # every controller stops taking keys before any is waited for
+            controller.stop_taking_keys()
         for controller in running:
             controller.stop(drain=False, timeout=max(0.0, deadline - time.monotonic()))
         log.info("controllers stopped", extra={"how": how, "seconds": round(time.monotonic() - started, 3)})

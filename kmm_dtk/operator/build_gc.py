@@ -40,7 +40,7 @@ from kmm_dtk.kube.manager import Manager
 from kmm_dtk.kube.watch import enqueue_on
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.metrics import ControllerMetrics
-from kmm_dtk.operator.builds import MODULE_ANNOTATION, build_kernel, build_phase
+from kmm_dtk.operator.builds import MODULE_ANNOTATION, build_hash, build_kernel, build_phase
 from kmm_dtk.operator.caches import (
     MODULE_NAME_INDEX,
     ClusterView,
@@ -110,14 +110,19 @@ def finished_at(build: Mapping[str, Any]) -> float:
 
 
 def select_garbage(builds: Iterable[Mapping[str, Any]], in_use: Set[Pair], unused_since: Mapping[Pair, float], *,
-                   now: float, grace: float, keep: int) -> Collection:
+                   now: float, grace: float, keep: int,
+                   current: Mapping[Pair, Set[str]] | None = None) -> Collection:
     """The completed Builds to delete at ``now`` (pure). ``in_use``: the pairs nodes run or a release
-    brings; ``unused_since``: when each other pair was first seen out of use (``now`` if absent)."""
+    brings; ``unused_since``: when each other pair was first seen out of use (``now`` if absent);
+    ``current``: the plan hashes a status record names per pair, whose Builds are never deleted (the
+    reconciler reads them: a Failed one is what keeps a failure from being retried)."""
     groups: dict[Pair, list[Mapping[str, Any]]] = {}
     for build in builds:
         meta = build.get("metadata") or EMPTY
         module, kernel = build_module_key(build), build_kernel(build)
         if module is None or not kernel or meta.get("deletionTimestamp") or build_phase(build) not in COMPLETED_PHASES:
+            continue
+        if current and build_hash(build) in current.get((module, kernel), ()):
             continue
         groups.setdefault((module, kernel), []).append(build)
     doomed: list[Doomed] = []
@@ -181,6 +186,18 @@ class BuildGcReconciler:
         return {k for k in kernels if k in upcoming or k in planned
                 or any(selects(selector, labels) for labels in self.view.kernel_map.labels_running(k))}
 
+    def _current_hashes(self, key: str) -> dict[Pair, set[str]]:
+        """The hash of each kernel's status record, on the Module and on the ModuleBuilds naming it."""
+        reports = [self.view.modules.get(key)]
+        if self.view.modulebuilds is not None:
+            reports += self.view.modulebuilds.by_index(MODULE_NAME_INDEX, key)
+        found: dict[Pair, set[str]] = {}
+        for report in reports:
+            for record in ((report or EMPTY).get("status") or EMPTY).get("kernels") or ():
+                if isinstance(record, Mapping) and isinstance(record.get("hash"), str):
+                    found.setdefault((key, str(record.get("kernel"))), set()).add(record["hash"])
+        return found
+
     def reconcile(self, key: str) -> Result | None:
         builds = self.view.builds.by_index(MODULE_INDEX, key)
         now = self.clock()
@@ -194,7 +211,7 @@ class BuildGcReconciler:
             else:
                 self._unused_since.pop(key, None)
         collection = select_garbage(builds, {(key, k) for k in used}, {(key, k): t for k, t in seen.items()},
-                                    now=now, grace=self.grace, keep=self.keep)
+                                    now=now, grace=self.grace, keep=self.keep, current=self._current_hashes(key))
         for doomed in collection.doomed:
             self._delete(doomed)
         waits = [max(collection.next_due - now, 0.05)] if collection.next_due is not None else []

@@ -62,10 +62,20 @@ def module_label_value(name: str) -> str:
     return name if _LABEL_VALUE.match(name) else short_hash(name, 32)
 
 
-def build_name(module_name: str, kernel: str, plan_hash: str) -> str:
-    """``<module>-<kernel hash>-<plan hash>``, at most 63 characters, a valid DNS subdomain."""
+def owner_tag(owner: Mapping[str, Any]) -> str:
+    """What sets a Build's name apart by its owner: nothing for a Module (the names Builds always had),
+    ``<kind>/<name>`` for a ModuleBuild."""
+    kind = owner.get("kind") or "Module"
+    return "" if kind == "Module" else f"{kind}/{(owner.get('metadata') or {}).get('name')}"
+
+
+def build_name(module_name: str, kernel: str, plan_hash: str, owner: str = "") -> str:
+    """``<module>-<kernel hash>-<plan hash>``, at most 63 characters, a valid DNS subdomain. The
+    Builds of a ModuleBuild (``owner``: ``ModuleBuild/<name>``) hash the kernel with it, so they never
+    take the name of Builds another owner had for the same Module: the Module itself before ``kmm-dtk
+    migrate``, or a ModuleBuild deleted while its Builds wait for the garbage collector."""
     prefix = module_name[:40].rstrip("-.")
-    return f"{prefix}-{short_hash(kernel, 8)}-{plan_hash[:12]}"
+    return f"{prefix}-{short_hash(f'{owner}/{kernel}' if owner else kernel, 8)}-{plan_hash[:12]}"
 
 
 def build_labels(module_name: str, kernel: str, plan_hash: str) -> dict[str, str]:
@@ -218,7 +228,7 @@ def build_object(entry: PlanEntry, owner: Mapping[str, Any]) -> dict[str, Any]:
         "apiVersion": BUILDS.api_version,
         "kind": "Build",
         "metadata": {
-            "name": build_name(name, entry.kernel, entry.hash),
+            "name": build_name(name, entry.kernel, entry.hash, owner_tag(owner)),
             "namespace": namespace,
             "labels": build_labels(name, entry.kernel, entry.hash),
             "annotations": annotations,

@@ -3,8 +3,8 @@ under the same RHCOS tag) concerns the Modules building for the kernels that tag
 hash changes with the DTK digest, so they rebuild.
 
 The ImageStream's events only enqueue one key; the reconcile compares the stream's tags with those
-it saw last and enqueues the Modules concerned. The first reconcile after start (or a takeover)
-only records what it sees: every Module is queued then anyway, and is planned on this very stream.
+it saw last and enqueues the Modules concerned. The baseline is taken when this replica starts
+leading, before any worker runs: every Module is queued then anyway, and is planned on that stream.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ class DtkReconciler:
         self.enqueue_module = enqueue_module
         self._seen: dict[str, DtkImage] | None = None  # tag -> image at the last reconcile (one worker)
 
-    def reconcile(self, key: str) -> None:
+    def _images(self) -> dict[str, DtkImage]:
         index = self.view.dtk()
-        images = dict(index.images) if index is not None else {}
+        return dict(index.images) if index is not None else {}
+
+    def reconcile(self, key: str) -> None:
+        images = self._images()
         before, self._seen = self._seen, images
         if before is None:
             return
@@ -48,8 +51,9 @@ class DtkReconciler:
             self.enqueue_module(module)
 
     def forget(self) -> None:
-        """On takeover: the next reconcile records a fresh baseline."""
-        self._seen = None
+        """On takeover, before any worker: the stream as it is now is the baseline (every Module is
+        queued and will be planned on it), so a tag moving after this point is a change."""
+        self._seen = self._images()
 
 
 def setup_dtk_controller(manager: Manager, view: ClusterView, enqueue_module: Callable[[str], None], *,

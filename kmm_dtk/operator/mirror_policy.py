@@ -72,8 +72,8 @@ class MirrorWatch:
 
 class MirrorReconciler:
     """A mirror set added, changed or removed changes where nodes pull from: every answer the
-    registry checker cached may be wrong, and every Module is planned again. The first reconcile
-    after start (or a takeover) only records the mirror sets: every Module is queued then anyway."""
+    registry checker cached may be wrong, and every Module is planned again. The baseline is taken
+    when this replica starts leading: every Module is queued then anyway."""
 
     def __init__(self, watch: MirrorWatch, forget_answers: Callable[[], None],
                  module_keys: Callable[[], list[str]], enqueue_module: Callable[[str], None]) -> None:
@@ -83,9 +83,12 @@ class MirrorReconciler:
         self.enqueue_module = enqueue_module
         self._seen: frozenset[tuple[str, str, str]] | None = None  # (kind, name, resourceVersion)
 
+    def _current(self) -> frozenset[tuple[str, str, str]]:
+        return frozenset((str(o.get("kind")), o["metadata"]["name"], str(o["metadata"].get("resourceVersion")))
+                         for cache in self.watch.caches for o in cache.list())
+
     def reconcile(self, key: str) -> None:
-        current = frozenset((str(o.get("kind")), o["metadata"]["name"], str(o["metadata"].get("resourceVersion")))
-                            for cache in self.watch.caches for o in cache.list())
+        current = self._current()
         before, self._seen = self._seen, current
         if before is None or before == current:
             return
@@ -97,7 +100,8 @@ class MirrorReconciler:
             self.enqueue_module(module)
 
     def forget(self) -> None:
-        self._seen = None
+        """On takeover, before any worker: the mirror sets as they are now are the baseline."""
+        self._seen = self._current()
 
 
 def setup_mirror_controller(manager: Manager, watch: MirrorWatch, forget_answers: Callable[[], None],

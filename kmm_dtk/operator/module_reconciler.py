@@ -30,6 +30,7 @@ from kmm_dtk.core.verdicts import DtkCheck, DtkState, ImageCheck, ImageState
 from kmm_dtk.kube.client import ApiError, KubeClient
 from kmm_dtk.kube.controller import Controller, Result
 from kmm_dtk.kube.frozen import EMPTY, thaw
+from kmm_dtk.kube.informer import EventHandler
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.kube.watch import enqueue_on
 from kmm_dtk.kube.workqueue import RateLimitingQueue
@@ -42,6 +43,7 @@ from kmm_dtk.operator.builds import (
     build_object,
     build_owner_key,
     build_phase,
+    owner_tag,
 )
 from kmm_dtk.operator.caches import BUILD_OWNER_INDEX, OWNER_INDEX, ClusterView, module_key
 from kmm_dtk.operator.events import EventRecorder
@@ -94,6 +96,10 @@ class AssumeMissing:
 
     def auth_problems(self, entry: PlanEntry) -> tuple[str, ...]:
         return ()
+
+
+class _OwnedElsewhere(Exception):
+    """A Build of the computed name exists, owned by another object: never adopted, never counted."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,8 @@ class ModuleReconciler:
             raise ModuleBuildError(f"spec.moduleName: Module {module_ref} does not exist (yet)")
         first = min(((b.get("metadata") or EMPTY).get("creationTimestamp") or "", k)
                     for k in self.view.modulebuilds_for(module_ref)
-                    if (b := self.view.modulebuilds.get(k) if self.view.modulebuilds else None) is not None)
+                    if (b := self.view.modulebuilds.get(k) if self.view.modulebuilds else None) is not None
+                    and (k == key or not (b.get("metadata") or EMPTY).get("deletionTimestamp")))
         if first[1] != key:
             raise ModuleBuildError(f"spec.moduleName: Module {module_ref} is built by ModuleBuild {first[1]} already; "
                                    "one ModuleBuild per Module")
@@ -271,7 +278,7 @@ class ModuleReconciler:
                       builds: list[Mapping[str, Any]]) -> _KernelResult:
         assert entry.kernel is not None and entry.hash is not None
         module = subject.module
-        name = build_name(module["metadata"]["name"], entry.kernel, entry.hash)
+        name = build_name(module["metadata"]["name"], entry.kernel, entry.hash, owner_tag(subject.reported))
         key = _recheck_key(subject)
         replacing = self.rechecks.rebuilding(key, entry.kernel, entry.hash) if self.rechecks else None
         # A completed Build deleted to rebuild its vanished image may linger in the cache: it is gone.
@@ -325,6 +332,11 @@ class ModuleReconciler:
         assert image is not None
         try:
             events.extend(self._create(subject, entry, name, image))
+        except _OwnedElsewhere as err:
+            if not previous or previous.get("message") != str(err):
+                events.append(EventSpec(EventType.WARNING, "BuildimageConflict", str(err)))
+            return _KernelResult(kernel_record(entry, Phase.ERROR, str(err), name, previous, reason="BuildConflict"),
+                                 tuple(events))
         except ApiError as err:
             if err.status not in (400, 403, 422):
                 raise  # transient (5xx, 429, timeouts): retried with backoff
@@ -410,6 +422,13 @@ class ModuleReconciler:
         except ApiError as err:
             if err.status != 409:
                 raise
+            existing = self.view.builds.get(f"{namespace}/{name}")
+            owners = [r for r in ((existing or EMPTY).get("metadata") or EMPTY).get("ownerReferences") or ()
+                      if r.get("controller")]
+            mine = (subject.reported.get("metadata") or EMPTY).get("uid")
+            if owners and owners[0].get("uid") != mine:
+                raise _OwnedElsewhere(f"Build {name} exists and belongs to {owners[0].get('kind')} "
+                                      f"{owners[0].get('name')}: delete it, or the object that owns it") from None
             log.debug("Build already exists", extra=fields)
             return []
         log.info("Build created", extra={**fields, "image": entry.image, "dtkImage": entry.dtk_image})
@@ -483,6 +502,15 @@ def _owner(build: Mapping[str, Any]) -> tuple[str, ...]:
     return (owner,) if owner else ()
 
 
+def _named_module(module_build: Mapping[str, Any]) -> str:
+    spec = module_build.get("spec") or EMPTY
+    return f"{(module_build.get('metadata') or EMPTY).get('namespace')}/{spec.get('moduleName')}"
+
+
+def _moved_or_leaving(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return _named_module(old) != _named_module(new) or bool((new.get("metadata") or EMPTY).get("deletionTimestamp"))
+
+
 def _modulebuild_owner(build: Mapping[str, Any]) -> tuple[str, ...]:
     owner = build_owner_key(build, "ModuleBuild")
     return (owner,) if owner else ()
@@ -512,6 +540,15 @@ def setup_modulebuild_controller(manager: Manager, view: ClusterView, reconciler
     queue = RateLimitingQueue("modulebuilds", metrics=metrics)
     enqueue_on(view.modulebuilds.informers, queue, lambda b: (module_key(b),), update=_generation_changed,
                delete=False)
+    # The others naming the same Module: one of them may build it now that this one went or moved on.
+    def siblings(*module_builds: Mapping[str, Any]) -> None:
+        for key in sorted({k for b in module_builds for k in view.modulebuilds_for(_named_module(b))}):
+            queue.add(key)
+
+    for informer in view.modulebuilds.informers:
+        informer.add_handler(EventHandler(
+            on_update=lambda old, new: siblings(old, new) if _moved_or_leaving(old, new) else None,
+            on_delete=siblings))
     enqueue_on(view.modules.informers, queue, lambda m: view.modulebuilds_for(module_key(m)),
                update=_generation_changed)
     enqueue_on(view.configmaps.informers, queue, view.modulebuilds_using_configmap, update=_data_changed)

@@ -119,3 +119,23 @@ def test_the_dockerfile_of_a_module_build_triggers_it(beside_kmm: BesideKmm):
     wait_for(lambda: {b["metadata"]["name"] for b in beside_kmm.builds()}.isdisjoint(first)
              and len(beside_kmm.builds()) == 2, 30, "new Builds for the new Dockerfile, the superseded ones gone")
 
+
+
+def test_a_second_module_build_takes_over_when_the_first_goes(beside_kmm: BesideKmm):
+    ns = beside_kmm.namespace
+    beside_kmm.create(module_without_build(ns, "simple-kmod"))
+    beside_kmm.create(module_build(ns, "first", "simple-kmod"))
+    beside_kmm.create(module_build(ns, "second", "simple-kmod"))
+    beside_kmm.start()
+    wait_for(lambda: len(beside_kmm.builds()) == 2, 30, "the first ModuleBuild's Builds")
+    assert {b["metadata"]["ownerReferences"][0]["name"] for b in beside_kmm.builds()} == {"first"}
+
+    def second_degraded() -> str:
+        status = beside_kmm.get("ModuleBuild", "second").get("status") or {}
+        return next((c["status"] for c in status.get("conditions") or () if c["type"] == "Degraded"), "")
+
+    wait_for(lambda: second_degraded() == "True", 20, "the second one said to be redundant")
+    beside_kmm.custom.delete_namespaced_custom_object(MB_GROUP, MB_VERSION, ns, "modulebuilds", "first")
+    wait_for(lambda: any(b["metadata"]["ownerReferences"][0]["name"] == "second" for b in beside_kmm.builds()), 30,
+             "the second ModuleBuild to build once the first is gone")
+    wait_for(lambda: second_degraded() == "False", 20, "the second one no longer degraded")

@@ -42,7 +42,7 @@ class Replica:
 
         config = LeaderElectionConfig("kmm-dtk-test", namespace, identity=identity, **FAST_LEASE) \
             if leader_election else None
-        self.manager = Manager(kube, leader_election=config, graceful_timeout=5, **manager_options)
+        self.manager = Manager(kube, leader_election=config, **{"graceful_timeout": 5, **manager_options})
         self.manager.add_informer(informer)
         self.manager.add_controller(Controller(f"cm-{identity}", queue, reconcile))
         self.exit_code: int | None = None
@@ -125,3 +125,48 @@ def test_a_leader_that_cannot_renew_stops_working_and_exits_non_zero(api, proxie
     assert stopped_working - renewed < FAST_LEASE["lease_duration"], "workers outlived the lease"
     assert not any(c.alive() for c in a.manager.controllers)
     fault_proxy.heal()
+
+
+def test_a_clean_stop_stops_every_controller_taking_keys_at_once(api):
+    """One controller still finishing a reconcile must not let the others take new keys meanwhile."""
+    manager = Manager(KubeClient(api), graceful_timeout=10)
+    slow_queue, fast_queue = RateLimitingQueue("slow"), RateLimitingQueue("fast")
+    entered, release = threading.Event(), threading.Event()
+    taken: list[str] = []
+    manager.add_controller(Controller("slow", slow_queue, lambda key: (entered.set(), release.wait(10)) and None))
+    manager.add_controller(Controller("fast", fast_queue, lambda key: taken.append(key)))
+    result: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("exit", manager.run()), daemon=True)
+    thread.start()
+    slow_queue.add("busy")
+    assert entered.wait(10), "the slow reconcile did not start"
+    manager.stop()
+    wait_for(fast_queue.shutting_down, 5, "every queue shut while the slow reconcile still runs")
+    fast_queue.add("after-stop")
+    assert not release.is_set() and "after-stop" not in taken
+    release.set()
+    thread.join(20)
+    assert result == {"exit": EXIT_OK} and "after-stop" not in taken
+
+
+def test_a_lease_lost_while_stopping_exits_non_zero(api, proxied_api, fault_proxy, namespace):
+    """Renewals that fail during the graceful window: the Lease was lost, whatever started the stop."""
+    log: list = []
+    lock = threading.Lock()
+    replica = Replica(proxied_api, namespace, "stopping", log, lock, graceful_timeout=FAST_LEASE["lease_duration"] * 2)
+    entered, release = threading.Event(), threading.Event()
+    slow_queue = RateLimitingQueue("slow-stop")
+    replica.manager.add_controller(Controller("slow-stop", slow_queue,
+                                              lambda key: (entered.set(), release.wait(20)) and None))
+    replica.start()
+    wait_for(lambda: replica.manager.leader_state() == "leading", 10, "the replica to lead")
+    slow_queue.add("busy")
+    assert entered.wait(10)
+    fault_proxy.stall()  # renewals now hang...
+    replica.manager.stop()  # ...while the clean stop waits for the slow reconcile
+    wait_for(lambda: replica.manager.elector is not None and replica.manager.elector.lost(),
+             FAST_LEASE["renew_deadline"] + 5, "the elector to give up")
+    release.set()
+    replica.thread.join(20)
+    fault_proxy.drop_all()
+    assert replica.exit_code == EXIT_LOST_LEASE

@@ -99,6 +99,18 @@ def test_active_builds_are_never_deleted_nor_counted():
     assert gone(select_garbage(mixed, {(MOD, K1)}, {}, now=T0, grace=0, keep=1)) == ["a"]
 
 
+def test_the_build_a_status_record_names_is_never_deleted():
+    """A hash that flipped back, or a Failed Build the reconciler reads to not retry: kept whatever its age."""
+    builds = [build("new", finished=T0), build("failed", phase="Failed", finished=T0 - 50 * HOUR,
+                                             labels={"kmm-dtk.io/hash": "h-current"})]
+    assert gone(select_garbage(builds, {(MOD, K1)}, {}, now=T0, grace=0, keep=1)) == ["failed"]
+    kept = select_garbage(builds, {(MOD, K1)}, {}, now=T0, grace=0, keep=1, current={(MOD, K1): {"h-current"}})
+    assert gone(kept) == []
+    out_of_use = select_garbage(builds, set(), {(MOD, K1): T0 - 100 * HOUR}, now=T0, grace=0, keep=1,
+                                current={(MOD, K1): {"h-current"}})
+    assert gone(out_of_use) == ["new"]
+
+
 def test_pairs_are_per_module_and_kernel():
     builds = [build("m1-k1"), build("m1-k2", kernel=K2), build("m2-k1", module="other"),
               build("ns2-k1", namespace="elsewhere")]

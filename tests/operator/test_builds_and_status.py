@@ -148,7 +148,11 @@ def test_the_owner_is_any_object_while_names_follow_the_module():
     assert build["metadata"]["namespace"] == "drivers"
     assert build["metadata"]["annotations"]["kmm-dtk.io/module"] == "simple-kmod"
     assert build["metadata"]["labels"]["kmm-dtk.io/module"] == "simple-kmod"
-    assert build["metadata"]["name"] == build_object(entry(), MODULE)["metadata"]["name"]
+    # Named apart from the Module's own Builds (which may outlive a `kmm-dtk migrate`), by the same rule
+    # the reconciler uses to find them.
+    own = build_object(entry(), MODULE)["metadata"]["name"]
+    assert build["metadata"]["name"] != own and build["metadata"]["name"].startswith("simple-kmod-")
+    assert build["metadata"]["name"].rsplit("-", 1)[1] == own.rsplit("-", 1)[1]
 
 
 def test_projection_keeps_the_times_garbage_collection_orders_by():
@@ -241,3 +245,14 @@ def test_an_unusable_pull_secret_degrades_without_unreadying_and_is_reported_onc
     assert transition_events(before, [ok], [], [degraded], secret_problems=[problem]) == []
     _, _, cleared = conditions([ok], [], 1, [degraded], now="t2")
     assert (cleared["status"], cleared["reason"]) == ("False", "AsExpected")
+
+
+def test_a_module_build_never_takes_the_name_of_its_modules_own_builds():
+    """After `kmm-dtk migrate`, the Module's old Builds may still exist: a ModuleBuild's get other names."""
+    from kmm_dtk.operator.builds import build_name
+
+    own = build_name("simple-kmod", "5.14.0-1.el9_4.x86_64", "a" * 20)
+    split = build_name("simple-kmod", "5.14.0-1.el9_4.x86_64", "a" * 20, "ModuleBuild/simple-kmod")
+    other = build_name("simple-kmod", "5.14.0-1.el9_4.x86_64", "a" * 20, "ModuleBuild/second")
+    assert len({own, split, other}) == 3 and own.split("-")[-1] == split.split("-")[-1]
+    assert max(len(own), len(split), len(other)) <= 63
