@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kmm_dtk.core.fields import as_mapping
 from kmm_dtk.core.versions import parse_rhcos
 
 DEFAULT_DTK_NAMESPACE = "openshift"
@@ -66,18 +67,13 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _as_mapping(value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else an empty one: a missing part and a malformed one read alike."""
-    return value if isinstance(value, Mapping) else {}
-
-
 def dtk_index(imagestream: Mapping[str, Any]) -> DtkIndex:
     """Index an ImageStream dict. Malformed entries are skipped, never raised on."""
-    meta = _as_mapping(imagestream.get("metadata"))
+    meta = as_mapping(imagestream.get("metadata"))
     namespace = str(meta.get("namespace") or DEFAULT_DTK_NAMESPACE)
     name = str(meta.get("name") or DEFAULT_DTK_NAME)
-    spec = _as_mapping(imagestream.get("spec"))
-    status = _as_mapping(imagestream.get("status"))
+    spec = as_mapping(imagestream.get("spec"))
+    status = as_mapping(imagestream.get("status"))
 
     images: dict[str, DtkImage] = {}
     for tag in _as_list(spec.get("tags")):
@@ -99,7 +95,7 @@ def dtk_index(imagestream: Mapping[str, Any]) -> DtkIndex:
         if not isinstance(tag_name, str) or not tag_name or is_alias_tag(tag_name):
             continue
         items = _as_list(tag.get("items"))
-        current = _as_mapping(items[0]) if items else {}
+        current = as_mapping(items[0]) if items else {}
         reference = current.get("dockerImageReference")
         if isinstance(reference, str) and reference:
             images[tag_name] = DtkImage(tag_name, reference, "status")

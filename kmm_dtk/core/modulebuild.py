@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kmm_dtk.core.fields import as_mapping, field_at
+
 GROUP = "kmm-dtk.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -42,20 +44,8 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def _as_map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _at(obj: Any, *path: str) -> Any:
-    for part in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(part)
-    return obj
-
-
 def _container(module: Mapping[str, Any]) -> Mapping[str, Any]:
-    found = _at(module, "spec", "moduleLoader", "container")
+    found = field_at(module, "spec", "moduleLoader", "container")
     return found if isinstance(found, Mapping) else {}
 
 
@@ -82,7 +72,7 @@ def has_build_sections(module: Mapping[str, Any]) -> bool:
 
 
 def module_name(module_build: Mapping[str, Any]) -> str:
-    name = _at(module_build, "spec", "moduleName")
+    name = field_at(module_build, "spec", "moduleName")
     if not isinstance(name, str) or not name:
         raise ModuleBuildError("spec.moduleName is required: the name of the Module (same namespace) to build for")
     return name
@@ -90,14 +80,14 @@ def module_name(module_build: Mapping[str, Any]) -> str:
 
 def module_with_builds(module: Mapping[str, Any], module_build: Mapping[str, Any]) -> dict[str, Any]:
     """The Module as the planner should read it: its own spec with the ModuleBuild's build sections."""
-    meta = _as_map(module.get("metadata"))
+    meta = as_mapping(module.get("metadata"))
     name = f"{meta.get('namespace')}/{meta.get('name')}"
     if has_build_sections(module):
         raise ModuleBuildError(f"Module {name} has build sections of its own, so KMM builds it: remove them from "
                                "the Module (kmm-dtk migrate prints it without them), or delete this ModuleBuild")
-    spec = _as_map(module_build.get("spec"))
+    spec = as_mapping(module_build.get("spec"))
     merged: dict[str, Any] = plain(module)
-    container = _at(merged, "spec", "moduleLoader", "container")
+    container = field_at(merged, "spec", "moduleLoader", "container")
     if not isinstance(container, dict):
         raise ModuleBuildError(f"Module {name} has no spec.moduleLoader.container to build for")
     if spec.get("build") is not None:
@@ -125,7 +115,7 @@ def module_with_builds(module: Mapping[str, Any], module_build: Mapping[str, Any
 
 def split_module(module: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the Module without build sections, the ModuleBuild carrying them), for ``kmm-dtk migrate``."""
-    meta = _as_map(module.get("metadata"))
+    meta = as_mapping(module.get("metadata"))
     name, namespace = meta.get("name"), meta.get("namespace")
     if not isinstance(name, str) or not name:
         raise ModuleBuildError("metadata.name is required")
@@ -135,7 +125,7 @@ def split_module(module: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"):
         stripped.get("metadata", {}).pop(key, None)
     stripped.pop("status", None)
-    container = _at(stripped, "spec", "moduleLoader", "container")
+    container = field_at(stripped, "spec", "moduleLoader", "container")
     assert isinstance(container, dict)
     spec: dict[str, Any] = {"moduleName": name}
     if container.get("build") is not None:

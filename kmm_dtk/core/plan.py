@@ -17,6 +17,7 @@ from typing import Any
 
 from kmm_dtk.core.dockerfile import DTK_BUILD_ARG, DockerfileError, render, uses_placeholder
 from kmm_dtk.core.dtk import DtkImage, DtkIndex, DtkResolutionError, dtk_index, missing_imagestream_error
+from kmm_dtk.core.fields import as_mapping
 from kmm_dtk.core.kernel import Kernel
 from kmm_dtk.core.kernel_map import KernelEntry, KernelMap
 from kmm_dtk.core.module import (
@@ -169,14 +170,9 @@ def selected_kernels(module: Module, snapshot: ClusterSnapshot) -> list[str]:
     return sorted(selected)
 
 
-def _as_mapping(value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else an empty one: a missing part and a malformed one read alike."""
-    return value if isinstance(value, Mapping) else {}
-
-
 def plan_module(raw_module: Mapping[str, Any], snapshot: ClusterSnapshot) -> list[PlanEntry]:
     """Every entry for one Module dict. Never raises on bad input: errors become entries."""
-    meta = _as_mapping(raw_module.get("metadata"))
+    meta = as_mapping(raw_module.get("metadata"))
     key = f"{meta.get('namespace') or 'default'}/{meta.get('name') or '<unnamed>'}"
     try:
         module = parse_module(raw_module)
@@ -340,15 +336,15 @@ def snapshot_from_objects(
     for node in nodes:
         versions = node_versions(node)
         kernel_map.upsert(versions)
-        meta = _as_mapping(node.get("metadata"))
-        raw_labels = _as_mapping(meta.get("labels"))
+        meta = as_mapping(node.get("metadata"))
+        raw_labels = as_mapping(meta.get("labels"))
         if versions.kernel is not None:
             nodes_by_kernel.setdefault(versions.kernel, []).append({str(k): str(v) for k, v in raw_labels.items()})
         if versions.reason:
             problems.append(versions.reason)
     cms: dict[tuple[str, str], Mapping[str, str]] = {}
     for cm in configmaps:
-        meta = _as_mapping(cm.get("metadata"))
+        meta = as_mapping(cm.get("metadata"))
         data = cm.get("data")
         # Kept as written: a malformed one is reported for the Modules that use it, when planned.
         cms[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = {} if data is None else data
@@ -365,7 +361,7 @@ def snapshot_from_objects(
 def plan_cluster(modules: Iterable[Mapping[str, Any]], snapshot: ClusterSnapshot,
                  node_problems: tuple[str, ...] = ()) -> ClusterPlan:
     def by_namespace_and_name(m: Mapping[str, Any]) -> tuple[str, str]:
-        meta = _as_mapping(m.get("metadata"))
+        meta = as_mapping(m.get("metadata"))
         return (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
 
     entries: list[PlanEntry] = []

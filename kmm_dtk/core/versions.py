@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kmm_dtk.core.fields import field_at
+
 NFD_OSTREE_LABEL = "feature.node.kubernetes.io/system-os_release.OSTREE_VERSION"
 
 # A standalone token such as 410.84.202207262020-0, 9.6.20250715-12 or 10.2.20260328-0.
@@ -76,19 +78,11 @@ class NodeVersions:
     reason: str | None = None
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for part in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(part)
-    return obj
-
-
 def node_versions(node: Mapping[str, Any]) -> NodeVersions:
     """Read a Node object (a dict). Never raises: a Node it cannot read gets a reason instead."""
-    labels = _get(node, "metadata", "labels")
-    return versions_of(_get(node, "metadata", "name"), _get(node, "status", "nodeInfo", "kernelVersion"),
-                       _get(node, "status", "nodeInfo", "osImage"), labels if isinstance(labels, Mapping) else {})
+    labels = field_at(node, "metadata", "labels")
+    return versions_of(field_at(node, "metadata", "name"), field_at(node, "status", "nodeInfo", "kernelVersion"),
+                       field_at(node, "status", "nodeInfo", "osImage"), labels if isinstance(labels, Mapping) else {})
 
 
 def versions_of(name: Any, raw_kernel: Any, os_image: Any, labels: Mapping[str, Any]) -> NodeVersions:
