@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kmm_dtk.core.kernel import PLATFORMS, Kernel
@@ -270,6 +270,14 @@ def build_owner_key(build: Mapping[str, Any], kind: str = "Module") -> str | Non
         if ref.get("kind") == kind and ref.get("controller"):
             return f"{meta.get('namespace')}/{ref.get('name')}"
     return None
+
+
+def owner_keys(kind: str) -> Callable[[Mapping[str, Any]], list[str]]:
+    """``build -> [namespace/name of its owner of kind]`` (or []): for indexes and watches."""
+    def keys(build: Mapping[str, Any]) -> list[str]:
+        owner = build_owner_key(build, kind)
+        return [owner] if owner else []
+    return keys
 
 
 def build_projection(build: dict[str, Any]) -> dict[str, Any]:

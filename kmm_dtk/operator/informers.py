@@ -3,7 +3,7 @@ with the narrowest selector and the smallest projection that the reconcilers nee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ from kmm_dtk.kube.decode import Decoder, JsonDecoder, NodeDecoder
 from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.observability.informer_metrics import InformerMetrics
-from kmm_dtk.operator.builds import build_owner_key, build_projection
+from kmm_dtk.operator.builds import build_projection, owner_keys
 from kmm_dtk.operator.caches import (
     BUILD_OWNER_INDEX,
     CONFIGMAP_INDEX,
@@ -69,12 +69,6 @@ class _Factory:
         return Cache(made)
 
 
-def _owned_by(kind: str) -> Callable[[Mapping[str, Any]], list[str]]:
-    def index(build: Mapping[str, Any]) -> list[str]:
-        owner = build_owner_key(build, kind)
-        return [owner] if owner else []
-    return index
-
 
 def watch_caches(manager: Manager, client: KubeClient, *, namespaces: tuple[str, ...],
                  dtk_imagestream: tuple[str, str], metrics: InformerMetrics, discovery: Discovery,
@@ -90,8 +84,8 @@ def watch_caches(manager: Manager, client: KubeClient, *, namespaces: tuple[str,
                                 field_selector=f"metadata.name={dtk_name}"),
         builds=make.cache(BUILDS, "builds", JsonDecoder("Build", transform=build_projection),  # by owner
                           label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}",
-                          indexers={OWNER_INDEX: _owned_by(MODULES.kind),
-                                    BUILD_OWNER_INDEX: _owned_by(MODULEBUILDS.kind)}),
+                          indexers={OWNER_INDEX: owner_keys(MODULES.kind),
+                                    BUILD_OWNER_INDEX: owner_keys(MODULEBUILDS.kind)}),
         modulebuilds=(make.cache(MODULEBUILDS, "modulebuilds", JsonDecoder("ModuleBuild"),
                                  indexers={MODULE_NAME_INDEX: modulebuild_module_index,
                                            CONFIGMAP_INDEX: modulebuild_configmap_index})

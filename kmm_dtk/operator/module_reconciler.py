@@ -41,8 +41,8 @@ from kmm_dtk.operator.builds import (
     build_kernel,
     build_name,
     build_object,
-    build_owner_key,
     build_phase,
+    owner_keys,
     owner_tag,
 )
 from kmm_dtk.operator.caches import BUILD_OWNER_INDEX, OWNER_INDEX, ClusterView, module_key
@@ -497,11 +497,6 @@ def _phase_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return build_phase(old) != build_phase(new)
 
 
-def _owner(build: Mapping[str, Any]) -> tuple[str, ...]:
-    owner = build_owner_key(build)
-    return (owner,) if owner else ()
-
-
 def _named_module(module_build: Mapping[str, Any]) -> str:
     spec = module_build.get("spec") or EMPTY
     return f"{(module_build.get('metadata') or EMPTY).get('namespace')}/{spec.get('moduleName')}"
@@ -509,11 +504,6 @@ def _named_module(module_build: Mapping[str, Any]) -> str:
 
 def _moved_or_leaving(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return _named_module(old) != _named_module(new) or bool((new.get("metadata") or EMPTY).get("deletionTimestamp"))
-
-
-def _modulebuild_owner(build: Mapping[str, Any]) -> tuple[str, ...]:
-    owner = build_owner_key(build, "ModuleBuild")
-    return (owner,) if owner else ()
 
 
 def setup_module_controller(manager: Manager, view: ClusterView, reconciler: ModuleReconciler, *, workers: int,
@@ -525,7 +515,7 @@ def setup_module_controller(manager: Manager, view: ClusterView, reconciler: Mod
     queue = RateLimitingQueue("modules", metrics=metrics)
     enqueue_on(view.modules.informers, queue, lambda m: (module_key(m),), update=_generation_changed, delete=False)
     enqueue_on(view.configmaps.informers, queue, view.modules_using_configmap, update=_data_changed)
-    enqueue_on(view.builds.informers, queue, _owner, update=_phase_changed)
+    enqueue_on(view.builds.informers, queue, owner_keys(MODULES.kind), update=_phase_changed)
     return manager.add_controller(Controller("module", queue, reconciler.reconcile, workers=workers, metrics=metrics))
 
 
@@ -552,6 +542,6 @@ def setup_modulebuild_controller(manager: Manager, view: ClusterView, reconciler
     enqueue_on(view.modules.informers, queue, lambda m: view.modulebuilds_for(module_key(m)),
                update=_generation_changed)
     enqueue_on(view.configmaps.informers, queue, view.modulebuilds_using_configmap, update=_data_changed)
-    enqueue_on(view.builds.informers, queue, _modulebuild_owner, update=_phase_changed)
+    enqueue_on(view.builds.informers, queue, owner_keys(MODULEBUILDS.kind), update=_phase_changed)
     return manager.add_controller(Controller("modulebuild", queue, reconciler.reconcile_module_build, workers=workers,
                                              metrics=metrics))
