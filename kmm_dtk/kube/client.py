@@ -156,8 +156,9 @@ class KubeClient:
         return cast(str, self.api_client.configuration.host)
 
     def _call(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
-              content_type: str | None = None, timeout: tuple[float, float] | None = None) -> urllib3.HTTPResponse:
-        headers = {"Accept": "application/json"}
+              content_type: str | None = None, timeout: tuple[float, float] | None = None,
+              accept: str | None = None) -> urllib3.HTTPResponse:
+        headers = {"Accept": accept or "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
@@ -195,9 +196,11 @@ class KubeClient:
             yield timeout
 
     def request(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
-                content_type: str | None = None, timeout: tuple[float, float] | None = None) -> Any:
+                content_type: str | None = None, timeout: tuple[float, float] | None = None,
+                accept: str | None = None) -> Any:
+        """``accept`` overrides the Accept header, e.g. to ask for PartialObjectMetadata."""
         with self._granted(method, path, timeout) as timeout:
-            response = self._call(method, path, query, body, content_type, timeout)
+            response = self._call(method, path, query, body, content_type, timeout, accept)
             try:
                 data = response.data
             finally:
@@ -205,19 +208,19 @@ class KubeClient:
         return json.loads(data) if data else None
 
     def request_raw(self, method: str, path: str, query: Mapping[str, Any] | None = None,
-                    timeout: tuple[float, float] | None = None) -> bytes:
+                    timeout: tuple[float, float] | None = None, accept: str | None = None) -> bytes:
         """The body as bytes, for callers with their own decoder (e.g. a msgspec projection)."""
         with self._granted(method, path, timeout) as timeout:
-            response = self._call(method, path, query, timeout=timeout)
+            response = self._call(method, path, query, timeout=timeout, accept=accept)
             try:
                 return response.data
             finally:
                 response.release_conn()
 
     def watch(self, path: str, query: Mapping[str, Any],
-              timeout: tuple[float, float] | None = None) -> WatchStream:
+              timeout: tuple[float, float] | None = None, accept: str | None = None) -> WatchStream:
         """Open a watch; the read timeout doubles as the inactivity watchdog."""
-        return WatchStream(self._call("GET", path, {**query, "watch": "true"}, timeout=timeout))
+        return WatchStream(self._call("GET", path, {**query, "watch": "true"}, timeout=timeout, accept=accept))
 
     # -- conveniences --------------------------------------------------------------------------
 
