@@ -8,7 +8,8 @@ to carry the newest toolchain. Unlike KMM, an entry disappears when no node runs
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from kmm_dtk.core.versions import NodeVersions, RhcosVersion
@@ -50,6 +51,11 @@ class KernelMap:
         self._by_kernel: dict[str, dict[str, NodeVersions]] = {}
         self._winner: dict[str, RhcosVersion | None] = {}
         self._labels: dict[str, Labels] = {}  # node -> labels, for the nodes in _by_node
+        # kernel -> how many of its nodes report each RHCOS: the winner is the newest of a few distinct
+        # values, not of every node (an upgrade wave moves thousands of nodes one at a time)
+        self._rhcos_counts: dict[str, Counter[RhcosVersion]] = {}
+        self._version = 0  # bumped by every change: entries() is rebuilt only after one
+        self._entries: tuple[int, dict[str, KernelEntry]] = (-1, {})
 
     def upsert(self, node: NodeVersions, labels: Labels = _NO_LABELS) -> set[str]:
         """Record a node's current versions and labels (a node without a kernel is treated as removed)."""
@@ -85,6 +91,8 @@ class KernelMap:
             self._by_kernel.clear()
             self._winner.clear()
             self._labels.clear()
+            self._rhcos_counts.clear()
+            self._version += 1
             for node, labels in latest.values():
                 if node.kernel is not None:
                     self._attach_locked(node, labels)
@@ -99,9 +107,12 @@ class KernelMap:
             return self._entry_locked(kernel) if kernel in self._winner else None
 
     def entries(self) -> dict[str, KernelEntry]:
-        """Every kernel's entry, read under one lock so the set is consistent."""
+        """Every kernel's entry, read under one lock so the set is consistent. Every reconcile of
+        every Module asks for it, so it is built once per change of the map, not once per call."""
         with self._lock:
-            return {k: self._entry_locked(k) for k in self._winner}
+            if self._entries[0] != self._version:
+                self._entries = (self._version, {k: self._entry_locked(k) for k in self._winner})
+            return dict(self._entries[1])
 
     def snapshot(self) -> dict[str, RhcosVersion | None]:
         """A copy of kernel -> winning RHCOS, for callers that must not hold the lock."""
@@ -117,6 +128,12 @@ class KernelMap:
         with self._lock:
             return [self._labels[n] for n in self._by_kernel.get(kernel, ()) if n != exclude]
 
+    def any_running(self, kernel: str, match: Callable[[Labels], bool], exclude: str | None = None) -> bool:
+        """Whether a node running ``kernel`` (but ``exclude``) has labels that ``match``: stops at the
+        first, with no copy of the labels (``match`` runs under the lock: it must be quick and pure)."""
+        with self._lock:
+            return any(match(self._labels[n]) for n in self._by_kernel.get(kernel, ()) if n != exclude)
+
     def kernel_of(self, node_name: str) -> str | None:
         with self._lock:
             node = self._by_node.get(node_name)
@@ -131,31 +148,41 @@ class KernelMap:
     def _entry_locked(self, kernel: str) -> KernelEntry:
         nodes = self._by_kernel[kernel]
         reasons = tuple(sorted(n.reason for n in nodes.values() if n.reason))
-        candidates = tuple(sorted({n.rhcos for n in nodes.values() if n.rhcos is not None}, reverse=True))
+        candidates = tuple(sorted(self._rhcos_counts.get(kernel, ()), reverse=True))
         return KernelEntry(kernel, self._winner[kernel], frozenset(nodes), reasons, candidates)
 
     def _attach_locked(self, node: NodeVersions, labels: Labels) -> None:
         assert node.kernel is not None
+        self._version += 1
         self._by_node[node.name] = node
         self._by_kernel.setdefault(node.kernel, {})[node.name] = node
         self._labels[node.name] = labels
+        if node.rhcos is not None:
+            self._rhcos_counts.setdefault(node.kernel, Counter())[node.rhcos] += 1
 
     def _detach_locked(self, node_name: str) -> None:
+        self._version += 1
         self._labels.pop(node_name, None)
         old = self._by_node.pop(node_name, None)
         if old is None or old.kernel is None:
             return
         nodes = self._by_kernel.get(old.kernel, {})
         nodes.pop(node_name, None)
+        counts = self._rhcos_counts.get(old.kernel)
+        if counts is not None and old.rhcos is not None:
+            counts[old.rhcos] -= 1
+            if counts[old.rhcos] <= 0:
+                del counts[old.rhcos]
         if nodes:
             self._winner[old.kernel] = self._best(old.kernel)
         else:
             self._by_kernel.pop(old.kernel, None)
             self._winner.pop(old.kernel, None)
+            self._rhcos_counts.pop(old.kernel, None)
 
     def _changed_locked(self, before: dict[str, object]) -> set[str]:
         return {k for k, was in before.items() if self._winner.get(k, _ABSENT) != was}
 
     def _best(self, kernel: str) -> RhcosVersion | None:
-        versions = [n.rhcos for n in self._by_kernel[kernel].values() if n.rhcos is not None]
-        return max(versions) if versions else None
+        counts = self._rhcos_counts.get(kernel)
+        return max(counts) if counts else None

@@ -6,6 +6,7 @@ Everything here reads frozen cached objects; nothing calls the API.
 from __future__ import annotations
 
 import builtins
+import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ CONFIGMAP_INDEX = "configmap"
 OWNER_INDEX = "owner"  # Builds by the Module that owns them
 BUILD_OWNER_INDEX = "modulebuild"  # Builds by the ModuleBuild that owns them
 MODULE_NAME_INDEX = "module-name"  # ModuleBuilds by the Module they name
+SELECTOR_INDEX = "selector"  # Modules by their node selector: a node event is matched once per selector
 
 
 class Cache:
@@ -44,6 +46,9 @@ class Cache:
 
     def by_index(self, name: str, value: str) -> builtins.list[Any]:
         return [obj for informer in self.informers for obj in informer.store.by_index(name, value)]
+
+    def index_values(self, name: str) -> builtins.list[str]:
+        return sorted({value for informer in self.informers for value in informer.store.index_values(name)})
 
 
 
@@ -78,6 +83,15 @@ def modulebuild_module_index(module_build: Mapping[str, Any]) -> list[str]:
     meta = module_build.get("metadata") or EMPTY
     name = (module_build.get("spec") or EMPTY).get("moduleName")
     return [f"{meta.get('namespace')}/{name}"] if isinstance(name, str) and name else []
+
+
+def module_selector_index(module: Mapping[str, Any]) -> list[str]:
+    """The Module's node selector in one canonical spelling; none for a Module without a usable one
+    (it selects no node)."""
+    selector = selector_of(module)
+    if selector is None:
+        return []
+    return [json.dumps({str(k): v for k, v in selector.items()}, sort_keys=True, default=str)]
 
 
 def selector_of(module: Mapping[str, Any]) -> Mapping[str, str] | None:
@@ -198,11 +212,25 @@ class ClusterView:
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         return [module_key(m) for m in self.modules.by_index(CONFIGMAP_INDEX, key)]
 
+    def modules_by_selector(self) -> list[tuple[Mapping[str, str], list[str]]]:
+        """Each distinct node selector with the keys of the Modules using it: a cluster has many
+        Modules and few selectors, so matching a node against each selector once is what keeps a
+        node event cheap."""
+        groups = []
+        for value in self.modules.index_values(SELECTOR_INDEX):
+            modules = self.modules.by_index(SELECTOR_INDEX, value)
+            selector = selector_of(modules[0]) if modules else None
+            if selector is not None:
+                groups.append((selector, sorted(module_key(m) for m in modules)))
+        return groups
+
     def modules_for_kernels(self, kernels: Iterable[str]) -> set[str]:
         """Modules that select at least one node running one of ``kernels``."""
         kernels = set(kernels)
         if not kernels:
             return set()
-        running = [labels for k in kernels for labels in self.kernel_map.labels_running(k)]
-        return {module_key(m) for m in self.modules.list()
-                if (selector := selector_of(m)) is not None and any(selects(selector, labels) for labels in running)}
+        found: set[str] = set()
+        for selector, keys in self.modules_by_selector():
+            if any(self.kernel_map.any_running(k, lambda labels, s=selector: selects(s, labels)) for k in kernels):
+                found.update(keys)
+        return found
