@@ -34,6 +34,7 @@ from kmm_dtk.operator.caches import ClusterView
 from kmm_dtk.operator.discovery import Discovery
 from kmm_dtk.operator.dtk_reconciler import setup_dtk_controller
 from kmm_dtk.operator.events import EventRecorder
+from kmm_dtk.operator.fanout import FanOut
 from kmm_dtk.operator.informers import watch_caches
 from kmm_dtk.operator.mirror_policy import MirrorWatch, setup_mirror_controller
 from kmm_dtk.operator.module_reconciler import (
@@ -94,7 +95,8 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     reconciler = ModuleReconciler(view, client, recorder, checker or registry_checker, dry_run=options.dry_run,
                                   registry_retry=options.registry.retry_after if options.registry else 60.0,
                                   build_module_sections=options.build_module_sections,
-                                  recheck_rate=(options.registry or RegistryOptions()).recheck_rate)
+                                  recheck_rate=(options.registry or RegistryOptions()).recheck_rate,
+                                  fanout=FanOut(options.max_concurrent_writes))
     modules = setup_module_controller(manager, view, reconciler, workers=options.workers, metrics=metrics)
     module_builds = setup_modulebuild_controller(manager, view, reconciler, workers=options.workers, metrics=metrics)
 

@@ -231,6 +231,9 @@ class ClusterView:
             return set()
         found: set[str] = set()
         for selector, keys in self.modules_by_selector():
-            if any(self.kernel_map.any_running(k, lambda labels, s=selector: selects(s, labels)) for k in kernels):
+            def match(labels: Mapping[str, str], selector: Mapping[str, str] = selector) -> bool:
+                return selects(selector, labels)
+
+            if any(self.kernel_map.any_running(k, match) for k in kernels):
                 found.update(keys)
         return found

@@ -47,6 +47,7 @@ from kmm_dtk.operator.builds import (
 )
 from kmm_dtk.operator.caches import BUILD_OWNER_INDEX, OWNER_INDEX, ClusterView, module_key
 from kmm_dtk.operator.events import EventRecorder
+from kmm_dtk.operator.fanout import FanOut
 from kmm_dtk.operator.recheck import DEFAULT_RATE, Rechecks, RegistryLimiter
 from kmm_dtk.operator.resources import BUILDS, MODULEBUILDS, MODULES
 from kmm_dtk.operator.status import (
@@ -180,8 +181,11 @@ class ModuleReconciler:
     def __init__(self, view: ClusterView, client: KubeClient, recorder: EventRecorder,
                  checker: ImageChecker | None = None, dry_run: bool = False,
                  registry_retry: float = 60.0, build_module_sections: bool = True,
-                 recheck_rate: float = DEFAULT_RATE, rechecks: Rechecks | None = None) -> None:
+                 recheck_rate: float = DEFAULT_RATE, rechecks: Rechecks | None = None,
+                 fanout: FanOut | None = None) -> None:
         self.view = view
+        # Shared by every worker: at most --max-concurrent-writes kernels in flight in the process.
+        self.fanout = fanout or FanOut(1)
         # False beside the KMM operator: it builds the Modules that carry build sections.
         self.build_module_sections = build_module_sections
         self.client = client
@@ -238,19 +242,36 @@ class ModuleReconciler:
         previous: dict[str, Mapping[str, Any]] = {r["kernel"]: r for r in status.get("kernels") or ()
                                                   if isinstance(r, Mapping) and isinstance(r.get("kernel"), str)}
 
-        records: list[dict[str, Any]] = []
-        events: list[EventSpec] = []
-        waiting = False
         secret_problems: dict[str, None] = {}  # pull Secrets left out, in first-seen order
         for entry in entries:
             if entry.action is Action.BUILD:
                 secret_problems.update(dict.fromkeys(self.checker.auth_problems(entry)))
-                outcome = self._ensure_build(subject, entry, previous.get(entry.kernel or ""), builds)
-            elif entry.action is Action.ERROR and entry.kernel is not None:
-                outcome = _KernelResult(kernel_record(entry, Phase.ERROR, entry.reason,
-                                                      previous=previous.get(entry.kernel)))
-            else:
-                continue  # skips (no mapping, no build section) and Module-wide errors have no kernel record
+
+        def kernel_result(entry: PlanEntry) -> _KernelResult | None:
+            if entry.action is Action.BUILD:
+                return self._ensure_build(subject, entry, previous.get(entry.kernel or ""), builds)
+            if entry.action is Action.ERROR and entry.kernel is not None:
+                return _KernelResult(kernel_record(entry, Phase.ERROR, entry.reason,
+                                                   previous=previous.get(entry.kernel)))
+            return None  # skips (no mapping, no build section) and Module-wide errors have no kernel record
+
+        records: list[dict[str, Any]] = []
+        events: list[EventSpec] = []
+        waiting = False
+        # Kernels are independent of each other: those that may need a registry check and a Build
+        # write run side by side; those whose Build exists only read the cache and stay inline (they
+        # must not queue behind other reconciles' writes).
+        current = {(build_kernel(b), build_hash(b)) for b in builds}
+        slow = [i for i, e in enumerate(entries) if e.action is Action.BUILD and (e.kernel, e.hash) not in current]
+        outcomes: list[_KernelResult | None] = [None] * len(entries)
+        for i, outcome in zip(slow, self.fanout.map(kernel_result, [entries[i] for i in slow]), strict=True):
+            outcomes[i] = outcome
+        fast = set(range(len(entries))) - set(slow)
+        for i in sorted(fast):
+            outcomes[i] = kernel_result(entries[i])
+        for outcome in outcomes:
+            if outcome is None:
+                continue
             records.append(outcome.record)
             events.extend(outcome.events)
             waiting = waiting or outcome.waiting

@@ -30,6 +30,7 @@ class OperatorOptions:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     dtk_imagestream: tuple[str, str] = ("openshift", "driver-toolkit")
     workers: int = 4
+    max_concurrent_writes: int = 16  # one reconcile's Builds are created side by side, this many in the process
     dry_run: bool = False
     build_gc_grace: float = DEFAULT_GRACE_PERIOD  # seconds before a completed Build out of use is deleted
     build_history_limit: int = DEFAULT_HISTORY_LIMIT  # completed Builds kept per (Module, kernel) in use
