@@ -4,6 +4,11 @@ Names, labels, help texts and buckets follow client-go's ``util/workqueue`` metr
 component-base / controller-runtime) and controller-runtime's ``pkg/internal/controller/metrics``,
 so existing dashboards and alerts work unchanged.
 
+Every ``workqueue_*`` series carries ``controller`` and ``name``, both the controller's name (the
+operator names each queue after its controller), as controller-runtime labels them. No ``*_created``
+series are exported (``disable_created_metrics``): controller-runtime has none, and they double the
+series of every counter and histogram.
+
 Nothing here is a module-level global: ``ControllerMetrics`` creates its collectors on the
 ``CollectorRegistry`` it is given (the operator makes one per process, each test its own). Code
 that is instrumented asks it for a small per-name handle (``queue(name)``, ``controller(name)``)
@@ -17,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 Clock = Callable[[], float]
@@ -35,6 +40,7 @@ RESULT_ERROR = "error"
 RESULT_REQUEUE = "requeue"
 RESULT_REQUEUE_AFTER = "requeue_after"
 RESULTS = (RESULT_SUCCESS, RESULT_ERROR, RESULT_REQUEUE, RESULT_REQUEUE_AFTER)
+QUEUE_LABELS = ["controller", "name"]  # controller-runtime's: both the controller's name
 
 _UNFINISHED_HELP = (
     "How many seconds of work has been done that is in progress and hasn't been observed by "
@@ -55,11 +61,11 @@ class QueueMetrics:
     def __init__(self, parent: ControllerMetrics, name: str, clock: Clock) -> None:
         self.name = name
         self._clock = clock
-        self._depth = parent.depth.labels(name)
-        self._adds = parent.adds.labels(name)
-        self._queue_duration = parent.queue_duration.labels(name)
-        self._work_duration = parent.work_duration.labels(name)
-        self._retries = parent.retries.labels(name)
+        self._depth = parent.depth.labels(name, name)
+        self._adds = parent.adds.labels(name, name)
+        self._queue_duration = parent.queue_duration.labels(name, name)
+        self._work_duration = parent.work_duration.labels(name, name)
+        self._retries = parent.retries.labels(name, name)
         self._lock = threading.Lock()  # the scrape reads _processing_since without the queue's lock
         self._added_at: dict[Hashable, float] = {}
         self._processing_since: dict[Hashable, float] = {}
@@ -142,16 +148,17 @@ class _UnfinishedWorkCollector:
         self._owner = owner
 
     def describe(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("workqueue_unfinished_work_seconds", _UNFINISHED_HELP, labels=["name"])
-        yield GaugeMetricFamily("workqueue_longest_running_processor_seconds", _LONGEST_HELP, labels=["name"])
+        yield GaugeMetricFamily("workqueue_unfinished_work_seconds", _UNFINISHED_HELP, labels=QUEUE_LABELS)
+        yield GaugeMetricFamily("workqueue_longest_running_processor_seconds", _LONGEST_HELP, labels=QUEUE_LABELS)
 
     def collect(self) -> Iterator[Metric]:
-        unfinished = GaugeMetricFamily("workqueue_unfinished_work_seconds", _UNFINISHED_HELP, labels=["name"])
-        longest = GaugeMetricFamily("workqueue_longest_running_processor_seconds", _LONGEST_HELP, labels=["name"])
+        unfinished = GaugeMetricFamily("workqueue_unfinished_work_seconds", _UNFINISHED_HELP, labels=QUEUE_LABELS)
+        longest = GaugeMetricFamily("workqueue_longest_running_processor_seconds", _LONGEST_HELP,
+                                    labels=QUEUE_LABELS)
         for queue in self._owner.queues():
             total, oldest = queue.unfinished()
-            unfinished.add_metric([queue.name], total)
-            longest.add_metric([queue.name], oldest)
+            unfinished.add_metric([queue.name, queue.name], total)
+            longest.add_metric([queue.name, queue.name], oldest)
         yield unfinished
         yield longest
 
@@ -164,30 +171,31 @@ class ControllerMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry, clock: Clock = time.monotonic) -> None:
+        disable_created_metrics()  # process-wide: no *_created series, as controller-runtime exports none
         self._clock = clock
         self._lock = threading.Lock()
         self._queues: dict[str, QueueMetrics] = {}
         self._controllers: dict[str, ReconcileMetrics] = {}
         reg = registry
 
-        self.depth = Gauge("workqueue_depth", "Current depth of workqueue", ["name"], registry=reg)
-        self.adds = Counter("workqueue_adds_total", "Total number of adds handled by workqueue", ["name"], registry=reg)
+        self.depth = Gauge("workqueue_depth", "Current depth of workqueue", QUEUE_LABELS, registry=reg)
+        self.adds = Counter("workqueue_adds_total", "Total number of adds handled by workqueue", QUEUE_LABELS, registry=reg)
         self.queue_duration = Histogram(
             "workqueue_queue_duration_seconds",
             "How long in seconds an item stays in workqueue before being requested",
-            ["name"],
+            QUEUE_LABELS,
             buckets=WORKQUEUE_BUCKETS,
             registry=reg,
         )
         self.work_duration = Histogram(
             "workqueue_work_duration_seconds",
             "How long in seconds processing an item from workqueue takes.",
-            ["name"],
+            QUEUE_LABELS,
             buckets=WORKQUEUE_BUCKETS,
             registry=reg,
         )
         self.retries = Counter(
-            "workqueue_retries_total", "Total number of retries handled by workqueue", ["name"], registry=reg
+            "workqueue_retries_total", "Total number of retries handled by workqueue", QUEUE_LABELS, registry=reg
         )
         reg.register(_UnfinishedWorkCollector(self))
 

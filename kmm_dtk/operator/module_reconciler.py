@@ -533,7 +533,7 @@ def setup_module_controller(manager: Manager, view: ClusterView, reconciler: Mod
     names changing its data, and one of its Builds appearing, changing phase or going. The node, DTK,
     mirror and upgrade controllers add Modules to ``queue`` too, when the kernels a Module selects,
     its DTK image, the mirror policy or the release being rolled out change."""
-    queue = RateLimitingQueue("modules", metrics=metrics)
+    queue = RateLimitingQueue("module", metrics=metrics)
     enqueue_on(view.modules.informers, queue, lambda m: (module_key(m),), update=_generation_changed, delete=False)
     enqueue_on(view.configmaps.informers, queue, view.modules_using_configmap, update=_data_changed)
     enqueue_on(view.builds.informers, queue, owner_keys(MODULES.kind), update=_phase_changed)
@@ -548,7 +548,7 @@ def setup_modulebuild_controller(manager: Manager, view: ClusterView, reconciler
     if view.modulebuilds is None:
         log.info("the ModuleBuild API is not served; only Modules with build sections are built")
         return None
-    queue = RateLimitingQueue("modulebuilds", metrics=metrics)
+    queue = RateLimitingQueue("modulebuild", metrics=metrics)
     enqueue_on(view.modulebuilds.informers, queue, lambda b: (module_key(b),), update=_generation_changed,
                delete=False)
     # The others naming the same Module: one of them may build it now that this one went or moved on.

@@ -116,7 +116,7 @@ def setup_node_controller(manager: Manager, view: ClusterView, enqueue_module: C
     (``node_changed``); heartbeats and status updates do not. The map is primed from the cache before
     the workers start, at start and on every takeover."""
     reconciler = NodeReconciler(view, enqueue_module)
-    queue = RateLimitingQueue("nodes", metrics=metrics)
+    queue = RateLimitingQueue("node", metrics=metrics)
     enqueue_on(view.nodes.informers, queue, lambda node: (node.name,), update=node_changed)
     manager.add_prestart_hook(reconciler.prime)
     return manager.add_controller(Controller("node", queue, reconciler.reconcile, workers=1, metrics=metrics))

@@ -114,6 +114,6 @@ def setup_upgrade_controller(manager: Manager, reconciler: UpgradeReconciler, *,
                              metrics: ControllerMetrics | None = None) -> Controller:
     """What enqueues it: ClusterVersion ``version`` appearing, going, or naming another desired
     release; and its own ``recheck`` while a release is desired."""
-    queue = RateLimitingQueue("upgrades", metrics=metrics)
+    queue = RateLimitingQueue("upgrade", metrics=metrics)
     enqueue_on(reconciler.cluster_versions.informers, queue, constant(CLUSTER_VERSION), update=desired_changed)
     return manager.add_controller(Controller("upgrade", queue, reconciler.reconcile, workers=1, metrics=metrics))

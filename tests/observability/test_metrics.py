@@ -28,6 +28,9 @@ def clock() -> FakeClock:
 
 
 def sample(registry: CollectorRegistry, metric: str, /, **labels: str) -> float | None:
+    """A sample; a ``workqueue_*`` one by its queue ``name``, which is also its ``controller`` label."""
+    if metric.startswith("workqueue_") and "name" in labels:
+        labels = {"controller": labels["name"], **labels}
     return registry.get_sample_value(metric, labels)
 
 
@@ -120,8 +123,8 @@ def test_queues_are_labelled_by_name(registry: CollectorRegistry) -> None:
     assert sample(registry, "workqueue_adds_total", name="nodes") == 1
     assert sample(registry, "workqueue_adds_total", name="modules") == 2
     text = generate_latest(registry).decode()
-    assert 'workqueue_unfinished_work_seconds{name="nodes"} 0.0' in text
-    assert 'workqueue_longest_running_processor_seconds{name="modules"} 0.0' in text
+    assert 'workqueue_unfinished_work_seconds{controller="nodes",name="nodes"} 0.0' in text
+    assert 'workqueue_longest_running_processor_seconds{controller="modules",name="modules"} 0.0' in text
     assert "# TYPE workqueue_queue_duration_seconds histogram" in text
 
 
@@ -135,8 +138,8 @@ def test_one_set_per_registry_and_registries_are_independent() -> None:
     first, second = CollectorRegistry(), CollectorRegistry()
     WorkQueue("q", metrics=ControllerMetrics(first)).add("a")
     ControllerMetrics(second)
-    assert first.get_sample_value("workqueue_adds_total", {"name": "q"}) == 1
-    assert second.get_sample_value("workqueue_adds_total", {"name": "q"}) is None
+    assert sample(first, "workqueue_adds_total", name="q") == 1
+    assert sample(second, "workqueue_adds_total", name="q") is None
     with pytest.raises(ValueError):
         ControllerMetrics(first)  # the same names twice on one registry
 
@@ -241,3 +244,14 @@ def test_no_metrics_object_records_nothing_anywhere() -> None:
     # Nothing falls back to prometheus_client's process-wide default registry.
     assert REGISTRY.get_sample_value("workqueue_adds_total", {"name": "q-without-metrics"}) is None
     assert REGISTRY.get_sample_value("workqueue_depth", {"name": "q-without-metrics"}) is None
+
+
+def test_no_created_series_and_queues_labelled_like_controller_runtime(registry: CollectorRegistry) -> None:
+    metrics = ControllerMetrics(registry)
+    queue = RateLimitingQueue("module", metrics=metrics)
+    Controller("module", queue, lambda key: None, workers=2, metrics=metrics)
+    queue.add("ns/m")
+    text = generate_latest(registry).decode()
+    assert 'workqueue_adds_total{controller="module",name="module"} 1.0' in text
+    assert 'controller_runtime_max_concurrent_reconciles{controller="module"} 2.0' in text
+    assert "_created" not in text
