@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,16 @@ import pytest
 import yaml
 
 from tests.support.binaries import find_kustomize
+from tools.kustomize_render import (
+    KUSTOMIZATION_NAMES,
+    kustomization_file,
+    load_documents,
+    read_kustomization,
+    render,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
-KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 NAMESPACE = "kmm-dtk-system"
 SERVICE_ACCOUNT = "kmm-dtk"
@@ -73,90 +78,12 @@ SUPPORTED_KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "images", "
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load_documents(path: Path) -> list[dict[str, Any]]:
-    with path.open() as stream:
-        return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
-
-
 def all_yaml_files() -> list[Path]:
     return sorted(p for p in MANIFESTS.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml"))
 
 
-def kustomization_file(directory: Path) -> Path | None:
-    for name in KUSTOMIZATION_NAMES:
-        if (directory / name).is_file():
-            return directory / name
-    return None
-
-
 def kustomization_dirs() -> list[Path]:
     return sorted({p.parent for p in MANIFESTS.rglob("*") if p.name in KUSTOMIZATION_NAMES})
-
-
-def read_kustomization(directory: Path) -> dict[str, Any]:
-    path = kustomization_file(directory)
-    assert path is not None, f"{directory} has no kustomization"
-    docs = load_documents(path)
-    assert len(docs) == 1, f"{path}: expected one document"
-    return docs[0]
-
-
-def render(directory: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    """What ``kustomize build directory`` emits, for the fields this layout uses."""
-    directory = directory.resolve()
-    assert directory not in seen, f"kustomization cycle through {directory}"
-    kustomization = read_kustomization(directory)
-    objects: list[dict[str, Any]] = []
-    for entry in kustomization.get("resources") or []:
-        target = (directory / entry).resolve()
-        if target.is_dir():
-            objects.extend(render(target, seen + (directory,)))
-        else:
-            objects.extend(load_documents(target))
-    for entry in kustomization.get("patches") or []:
-        apply_json6902(objects, entry)
-    for image in kustomization.get("images") or []:
-        for obj in objects:
-            for container in pod_containers(obj):
-                name, tag = split_image(container["image"])
-                if name == image["name"]:
-                    new_name = image.get("newName", name)
-                    new_tag = image.get("newTag", tag)
-                    container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
-    return objects
-
-
-def apply_json6902(objects: list[dict[str, Any]], entry: dict[str, Any]) -> None:
-    """An inline JSON 6902 patch on its target (kind and name): the ``add`` operation only, which is
-    all the overlays use; anything else fails the test rather than being ignored."""
-    target = entry["target"]
-    matches = [o for o in objects if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]]
-    assert len(matches) == 1, f"patch target {target} matches {len(matches)} objects"
-    for op in yaml.safe_load(entry["patch"]):
-        assert op["op"] == "add", f"render() applies only add operations, not {op['op']}"
-        *parents, last = op["path"].strip("/").split("/")
-        node: Any = matches[0]
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        if last == "-":
-            node.append(op["value"])
-        elif isinstance(node, list):
-            node.insert(int(last), op["value"])
-        else:
-            node[last] = op["value"]
-
-
-def split_image(image: str) -> tuple[str, str]:
-    """``registry:5000/repo:tag`` -> (``registry:5000/repo``, ``tag``)."""
-    head, _, last = image.rpartition("/")
-    name, _, tag = last.partition(":")
-    return (f"{head}/{name}" if head else name), tag
-
-
-def pod_containers(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-    yield from spec.get("containers") or []
-    yield from spec.get("initContainers") or []
 
 
 def object_id(obj: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -431,7 +358,9 @@ def test_deployment_replicas_selector_and_scheduling(deployment: dict[str, Any])
 
 
 def test_container_image_args_and_env(container: dict[str, Any]) -> None:
-    assert container["image"] == "quay.io/kmm-dtk/kmm-dtk:latest"
+    # By digest: manifests/manager/kustomization.yaml's images entry, which `make image` sets.
+    name, _, digest = container["image"].partition("@sha256:")
+    assert name == "quay.io/kmm-dtk/kmm-dtk" and len(digest) == 64, container["image"]
     assert "command" not in container, "the image ENTRYPOINT (kmm-dtk) is the command"
     assert container["args"] == EXPECTED_ARGS
     env = {e["name"]: e for e in container.get("env") or []}
