@@ -16,6 +16,7 @@ from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
 from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_objects
 from kmm_dtk.dump import ClusterObjects, DumpError, load_files
 from kmm_dtk.kube import defaults
+from kmm_dtk.output import print_data
 from kmm_dtk.registry_flags import UsageError, add_registry_flags, auth_file, registry_settings
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from kmm_dtk.operator.options import RegistryOptions
 
 EXIT_OK, EXIT_PLAN_ERRORS, EXIT_USAGE = 0, 1, 2
+OUTPUTS = ("table", "wide", "json", "yaml")
 
 
 def imagestream_ref(value: str) -> tuple[str, str]:
@@ -32,13 +34,44 @@ def imagestream_ref(value: str) -> tuple[str, str]:
     return namespace, name
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that reports an unknown flag itself, with its own usage line, instead of
+    handing it back for the top-level parser to report with ``kmm-dtk``'s usage."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _add_filename_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``-f``/``-R`` as kubectl reads them (kmm_dtk.sources)."""
+    parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                        help=f"{what}: a file (YAML documents, a JSON object, a List or a list), - for standard "
+                        "input, or a directory's .yaml, .yml and .json files in lexical order (repeatable)")
+    parser.add_argument("-R", "--recursive", action="store_true",
+                        help="read the directories given to -f and all their subdirectories")
+
+
+def _add_namespace_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``-n NS`` / ``-A`` as in kubectl; objects of the input that name no namespace are taken to be in NS."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-n", "--namespace", metavar="NS",
+                       help=f"only the {what} in NS (those in the input that name no namespace are in NS, as "
+                       "`kubectl apply -n` would put them)")
+    group.add_argument("-A", "--all-namespaces", action="store_true",
+                       help=f"the {what} of every namespace (the default)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kmm-dtk",
         description="Keep KMM driver images built against the driver-toolkit of every kernel in the cluster.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
 
     plan = sub.add_parser(
         "plan",
@@ -47,9 +80,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "(e.g. the output of `oc get nodes,imagestreams,modules,configmaps -A -o yaml`). "
         "Exit status: 0 planned, 1 some entries are errors and --strict was given, 2 unreadable input.",
     )
-    plan.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                      help="YAML or JSON file: one object, a multi-document stream or a List (repeatable)")
-    plan.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _add_filename_flags(plan, "cluster objects")
+    _add_namespace_flags(plan, "Modules")
+    plan.add_argument("-o", "--output", choices=OUTPUTS, default="table",
+                      help="table (default), wide (adds the RHCOS, DTK image, image and reason code), json or yaml")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any entry is an error")
     plan.add_argument("--dtk-imagestream", type=imagestream_ref,
                       default=f"{DEFAULT_DTK_NAMESPACE}/{DEFAULT_DTK_NAME}", metavar="NAMESPACE/NAME",
@@ -75,6 +109,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtk-imagestream", type=imagestream_ref, default=f"{DEFAULT_DTK_NAMESPACE}/{DEFAULT_DTK_NAME}",
                      metavar="NAMESPACE/NAME", help="the driver-toolkit ImageStream (default: %(default)s)")
     run.add_argument("--workers", type=_positive_int, default=4, help="module reconcile workers (default: 4)")
+    run.add_argument("--max-concurrent-writes", type=_positive_int, default=16, metavar="N",
+                     help="Build creations (with the registry checks before them) in flight at once across all "
+                          "reconciles: one Module's kernels are built side by side (default: %(default)s)")
     run.add_argument("--metrics-bind-address", default=":8080", help="[HOST]:PORT for /metrics (default: :8080)")
     run.add_argument("--health-probe-bind-address", default=":8081",
                      help="[HOST]:PORT for /healthz and /readyz (default: :8081)")
@@ -135,8 +172,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "sections really go). KMM then loads and waits for the image, kmm-dtk builds it. Exit status: 0 all split, "
         "1 some Module cannot be (stderr says why), 2 unreadable input.",
     )
-    migrate.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                         help="YAML or JSON file with Modules, e.g. `oc get modules -A -o yaml` (repeatable)")
+    _add_filename_flags(migrate, "Modules, e.g. `oc get modules -A -o yaml`")
+    _add_namespace_flags(migrate, "Modules")
     migrate.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     migrate.set_defaults(func=_cmd_migrate)
     return parser
@@ -214,7 +251,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         print(f"kmm-dtk run: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        api_client = load_api_client(args.kubeconfig, args.context, pool_size=args.workers + 16)
+        api_client = load_api_client(args.kubeconfig, args.context,
+                                     pool_size=args.workers + args.max_concurrent_writes + 16)
     except Exception as err:  # noqa: BLE001 - the kubernetes loader raises many kinds
         source = args.kubeconfig or os.environ.get("KUBECONFIG") or (
             "the in-cluster config" if os.environ.get("KUBERNETES_SERVICE_HOST") else "~/.kube/config")
@@ -222,6 +260,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_USAGE
     options = OperatorOptions(
         namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
+        max_concurrent_writes=args.max_concurrent_writes,
         dry_run=args.dry_run, identity=identity, metrics_address=args.metrics_bind_address,
         health_address=args.health_probe_bind_address, leader_election=election,
         graceful_timeout=args.graceful_shutdown_timeout,
@@ -318,8 +357,13 @@ def _check_kubeconfig(path: str | None) -> None:
             raise _Refused(f"kubeconfig {err}") from None
 
 
+def _load(args: argparse.Namespace) -> ClusterObjects:
+    stdin = getattr(sys.stdin, "buffer", None)  # None when the process has no standard input
+    return load_files(args.filename, recursive=args.recursive, stdin=stdin, namespace=args.namespace)
+
+
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
-    objects = load_files(args.filename)
+    objects = _load(args)
     snapshot, problems = snapshot_from_objects(
         objects.nodes,
         objects.find_imagestream(*args.dtk_imagestream),
@@ -329,11 +373,10 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     result = plan_cluster(objects.modules, snapshot, problems)
     if args.check_registry:
         result = _check_registry(result, objects, args)
-    if args.output == "json":
-        json.dump(result.to_json(), out, indent=2)
-        out.write("\n")
+    if args.output in ("json", "yaml"):
+        print_data(result.to_json(), args.output, out)
     else:
-        _print_table(result, out)
+        _print_table(result, out, wide=args.output == "wide")
     failed = any(e.action is Action.ERROR for e in result.entries)
     return EXIT_PLAN_ERRORS if failed and args.strict else EXIT_OK
 
@@ -363,7 +406,7 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
 
     from kmm_dtk.core.modulebuild import ModuleBuildError, split_module
 
-    objects = load_files(args.filename)
+    objects = _load(args)
     if not objects.modules:
         print("kmm-dtk migrate: no Module in the input", file=sys.stderr)
         return EXIT_PLAN_ERRORS
@@ -392,15 +435,21 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cells).rstrip() + "\n")
 
 
-def _print_table(result: ClusterPlan, out: TextIO) -> None:
+def _print_table(result: ClusterPlan, out: TextIO, wide: bool = False) -> None:
     kernel_rows = [["KERNEL", "RHCOS"]] + [[k, v or "-"] for k, v in sorted(result.kernels.items())]
     _table(kernel_rows, out)
     out.write("\n")
-    rows = [["MODULE", "KERNEL", "ACTION", "DTK", "IMAGE / REASON"]]
-    for e in result.entries:
-        detail = e.image if e.action is Action.BUILD else e.reason
-        dtk = (e.rhcos or "-") if e.dtk_image else "-"  # a release's DTK may come without its RHCOS
-        rows.append([e.module, e.kernel or "-", e.action.value, dtk, detail or "-"])
+    if wide:
+        rows = [["MODULE", "KERNEL", "ACTION", "RHCOS", "DTK IMAGE", "IMAGE", "REASON CODE", "REASON"]]
+        for e in result.entries:
+            rows.append([e.module, e.kernel or "-", e.action.value, e.rhcos or "-", e.dtk_image or "-",
+                         e.image or "-", e.reason_code.value, e.reason or "-"])
+    else:
+        rows = [["MODULE", "KERNEL", "ACTION", "DTK", "IMAGE / REASON"]]
+        for e in result.entries:
+            detail = e.image if e.action is Action.BUILD else e.reason
+            dtk = (e.rhcos or "-") if e.dtk_image else "-"  # a release's DTK may come without its RHCOS
+            rows.append([e.module, e.kernel or "-", e.action.value, dtk, detail or "-"])
     if len(rows) == 1:
         out.write("no Modules in the input\n")
     else:

@@ -1,4 +1,5 @@
-"""Reading cluster dumps: YAML or JSON files of single objects, multi-document streams or Lists.
+"""Reading cluster dumps: YAML or JSON of single objects, multi-document streams, Lists or bare
+lists, from the ``-f`` sources of :mod:`kmm_dtk.sources` (files, directories, stdin).
 
 This is what ``oc get nodes,imagestreams,modules,configmaps -A -o yaml`` prints, optionally with
 the cluster's mirror rules (``oc get imagecontentsourcepolicies,imagedigestmirrorsets,imagetagmirrorsets
@@ -11,12 +12,12 @@ thousands of Nodes, nothing that nests, expands or counts without end).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json, load_yaml_all
+from kmm_dtk.sources import SourceError, read_sources
 
 # A 5,000-Node cluster dumps to about 100 MB; objects this tool ignores (CRDs) may nest deeper than its own.
 DUMP_LIMITS = Limits(max_bytes=256 << 20, max_depth=128, max_documents=100_000)
@@ -56,8 +57,7 @@ _KINDS = {
 }
 
 
-def _documents(path: Path, text: str) -> list[Any]:
-    what = str(path)
+def _documents(what: str, text: str) -> list[Any]:
     try:
         if text.lstrip().startswith(("{", "[")):
             try:
@@ -72,6 +72,10 @@ def _documents(path: Path, text: str) -> list[Any]:
 
 
 def _expand(doc: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(doc, list):  # a bare JSON or YAML list of objects
+        for i, item in enumerate(doc):
+            yield from _expand(item, f"{where}, item {i}")
+        return
     if not isinstance(doc, dict):
         raise DumpError(f"{where}: expected a Kubernetes object (a mapping), got {type(doc).__name__}")
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
@@ -91,26 +95,46 @@ def _expand(doc: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
     yield where, doc
 
 
-def load_files(paths: list[str]) -> ClusterObjects:
+def load_files(paths: Sequence[str], *, recursive: bool = False, stdin: BinaryIO | None = None,
+               namespace: str | None = None) -> ClusterObjects:
+    """Every object of every ``-f`` source (see :mod:`kmm_dtk.sources`). With ``namespace``, the
+    namespaced kinds read (Modules, ConfigMaps) that name none are in it, as ``kubectl apply -n``
+    would put them, and only its Modules are kept."""
     objects = ClusterObjects()
-    for name in paths:
-        path = Path(name)
-        try:
-            with path.open("rb") as handle:
-                raw = handle.read(DUMP_LIMITS.max_bytes + 1)  # one byte over says "too large"
-            if len(raw) > DUMP_LIMITS.max_bytes:
-                raise DumpError(f"{path}: document larger than {DUMP_LIMITS.max_bytes} bytes")
-            text = raw.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise DumpError(f"{path}: cannot read: {reason}") from None
-        for n, doc in enumerate(_documents(path, text), start=1):
-            if doc is None:
-                continue  # empty document between '---' separators
-            for _, obj in _expand(doc, f"{path}: document {n}"):
-                bucket = _KINDS.get((obj["apiVersion"], obj["kind"]))
-                if bucket is None:
-                    objects.ignored += 1
-                else:
-                    getattr(objects, bucket).append(obj)
+    try:
+        for source in read_sources(paths, recursive=recursive, stdin=stdin, max_bytes=DUMP_LIMITS.max_bytes,
+                                   max_files=DUMP_LIMITS.max_documents):
+            try:
+                text = source.data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DumpError(f"{source.name}: cannot read: {err}") from None
+            _collect(objects, source.name, text, namespace)
+    except SourceError as err:
+        raise DumpError(str(err)) from None
     return objects
+
+
+def _collect(objects: ClusterObjects, name: str, text: str, namespace: str | None) -> None:
+    for n, doc in enumerate(_documents(name, text), start=1):
+        if doc is None:
+            continue  # empty document between '---' separators
+        for _, obj in _expand(doc, f"{name}: document {n}"):
+            bucket = _KINDS.get((obj["apiVersion"], obj["kind"]))
+            if bucket is None:
+                objects.ignored += 1
+                continue
+            if namespace is not None and bucket in ("modules", "configmaps"):
+                obj = _in_namespace(obj, namespace)
+                meta = obj.get("metadata")
+                if bucket == "modules" and not (isinstance(meta, dict) and meta.get("namespace") == namespace):
+                    continue
+            getattr(objects, bucket).append(obj)
+
+
+def _in_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return {**obj, "metadata": {"namespace": namespace}} if meta is None else obj
+    if meta.get("namespace"):
+        return obj
+    return {**obj, "metadata": {**meta, "namespace": namespace}}

@@ -192,8 +192,9 @@ def test_missing_file_exits_2_naming_it(tmp_path):
     assert_one_line_error(kmm_dtk("plan", "-f", missing), str(missing), "cannot read")
 
 
-def test_directory_exits_2_naming_it(tmp_path):
-    assert_one_line_error(kmm_dtk("plan", "-f", tmp_path), str(tmp_path), "cannot read")
+def test_empty_directory_exits_2_naming_it(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    assert_one_line_error(kmm_dtk("plan", "-f", tmp_path), str(tmp_path), "no .yaml, .yml or .json file")
 
 
 def test_non_utf8_file_exits_2_naming_it(tmp_path):
