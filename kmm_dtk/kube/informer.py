@@ -20,6 +20,9 @@ Behaviour follows client-go's Reflector:
   one informer makes at most about two requests per backoff step.
 - A delete and re-create under one name (a new UID) is delivered as delete + add.
 - Handlers run on the informer's thread and must only enqueue.
+- ``accept`` changes what the server sends for the LIST and the WATCH, e.g. ``METADATA_ONLY``
+  (PartialObjectMetadata, with a ``MetadataDecoder``) for a resource whose objects are read on
+  demand: the cache then holds their metadata only.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import msgspec
 import tenacity
 
 from kmm_dtk.kube.client import ApiError, KubeClient, Resource, WatchStream
-from kmm_dtk.kube.decode import Decoder, JsonDecoder, decode_event
+from kmm_dtk.kube.decode import Accept, Decoder, JsonDecoder, decode_event
 from kmm_dtk.kube.store import IndexFunc, Store
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,7 @@ class Informer(Generic[T]):
         backoff_reset: float = 120.0,
         metrics: Any = None,
         name: str | None = None,
+        accept: Accept | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -106,6 +110,7 @@ class Informer(Generic[T]):
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
+        self.accept = accept
         self.store: Store[T] = Store(indexers)
         self.watchdog = watchdog
         self.watch_timeout = watch_timeout
@@ -221,7 +226,8 @@ class Informer(Generic[T]):
         while True:
             query = self._query()
             query.update({"limit": self.page_size, "continue": token or None})
-            page = self.decoder.decode_list(self.client.request_raw("GET", path, query, timeout=(5.0, 120.0)))
+            page = self.decoder.decode_list(self.client.request_raw(
+                "GET", path, query, timeout=(5.0, 120.0), accept=self.accept.list if self.accept else None))
             items.extend(page.items)
             rv = page.resource_version or rv
             token = page.continue_token
@@ -243,7 +249,8 @@ class Informer(Generic[T]):
             "allowWatchBookmarks": "true",
             "timeoutSeconds": random.randint(*self.watch_timeout),
         })
-        stream = self.client.watch(self.resource.path(self.namespace), query, timeout=(5.0, self.watchdog))
+        stream = self.client.watch(self.resource.path(self.namespace), query, timeout=(5.0, self.watchdog),
+                                   accept=self.accept.watch if self.accept else None)
         with self._watch_lock:
             if self._stop.is_set():
                 stream.close()

@@ -1,6 +1,8 @@
 """Read views over the informers' caches, shaped for the reconcilers and the planner.
 
-Everything here reads frozen cached objects; nothing calls the API.
+Everything here reads frozen cached objects; nothing calls the API, except the data of the
+ConfigMaps a Module names, which the planner reads through ``ConfigMapCache.data``
+(:mod:`kmm_dtk.operator.configmap_data`: ConfigMaps are cached as metadata only).
 """
 
 from __future__ import annotations
@@ -9,13 +11,16 @@ import builtins
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmm_dtk.core.dtk import DtkIndex, dtk_index
 from kmm_dtk.core.kernel_map import KernelMap
 from kmm_dtk.core.plan import ClusterSnapshot, UpcomingKernel
 from kmm_dtk.kube.frozen import EMPTY
 from kmm_dtk.kube.informer import Informer
+
+if TYPE_CHECKING:  # it subclasses Cache
+    from kmm_dtk.operator.configmap_data import ConfigMapCache
 
 CONFIGMAP_INDEX = "configmap"
 OWNER_INDEX = "owner"  # Builds by the Module that owns them
@@ -130,14 +135,18 @@ class _NodesByKernel(Mapping[str, Iterable[Mapping[str, str]]]):
 
 
 class _ConfigMapData(Mapping[tuple[str, str], Mapping[str, str]]):
-    def __init__(self, configmaps: Cache) -> None:
+    """(namespace, name) -> data, as the planner reads it: the keys from the metadata cache, the
+    data read on demand. A failed read raises ApiError (not KeyError): the reconcile is retried
+    rather than told the ConfigMap is missing."""
+
+    def __init__(self, configmaps: ConfigMapCache) -> None:
         self._configmaps = configmaps
 
     def __getitem__(self, key: tuple[str, str]) -> Mapping[str, str]:
-        found = self._configmaps.get(f"{key[0]}/{key[1]}")
+        found = self._configmaps.data(key[0], key[1])
         if found is None:
             raise KeyError(key)
-        return found.get("data") or EMPTY
+        return found
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for cm in self._configmaps.list():
@@ -150,7 +159,7 @@ class _ConfigMapData(Mapping[tuple[str, str], Mapping[str, str]]):
 class ClusterView:
     """The caches the reconcilers share, and the snapshot the planner reads."""
 
-    def __init__(self, nodes: Cache, modules: Cache, configmaps: Cache, imagestreams: Cache, builds: Cache,
+    def __init__(self, nodes: Cache, modules: Cache, configmaps: ConfigMapCache, imagestreams: Cache, builds: Cache,
                  kernel_map: KernelMap, dtk_ref: tuple[str, str], modulebuilds: Cache | None = None) -> None:
         self.nodes = nodes
         self.modulebuilds = modulebuilds  # None where the ModuleBuild CRD is not served

@@ -1,5 +1,8 @@
 """What the operator watches and caches: one informer per resource (per watched namespace), each
-with the narrowest selector and the smallest projection that the reconcilers need."""
+with the narrowest selector and the smallest projection that the reconcilers need.
+
+ConfigMaps are watched as metadata only: the cluster has thousands, the operator reads the few its
+Modules name, on demand (:mod:`kmm_dtk.operator.configmap_data`)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmm_dtk.kube.client import KubeClient, Resource
-from kmm_dtk.kube.decode import Decoder, JsonDecoder, NodeDecoder
+from kmm_dtk.kube.decode import METADATA_ONLY, Decoder, JsonDecoder, MetadataDecoder, NodeDecoder
 from kmm_dtk.kube.informer import Informer
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.observability.informer_metrics import InformerMetrics
@@ -25,6 +28,7 @@ from kmm_dtk.operator.caches import (
     modulebuild_configmap_index,
     modulebuild_module_index,
 )
+from kmm_dtk.operator.configmap_data import ConfigMapCache
 from kmm_dtk.operator.discovery import Discovery
 from kmm_dtk.operator.resources import (
     BUILDS,
@@ -45,7 +49,7 @@ from kmm_dtk.operator.upgrade_reconciler import CLUSTER_VERSION
 class Caches:
     nodes: Cache
     modules: Cache
-    configmaps: Cache
+    configmaps: ConfigMapCache  # metadata cached, data read on demand
     imagestreams: Cache  # the DTK ImageStream only
     builds: Cache  # kmm-dtk's own Builds only, projected
     modulebuilds: Cache | None = None  # where the ModuleBuild CRD is served
@@ -59,8 +63,8 @@ class _Factory:
         self.manager, self.client, self.namespaces = manager, client, namespaces
         self.metrics, self.options = metrics, options
 
-    def cache(self, resource: Resource, name: str, decoder: Decoder[Any], *, cluster_scoped: bool = False,
-              namespaces: tuple[str, ...] | None = None, **options: Any) -> Cache:
+    def informers(self, resource: Resource, name: str, decoder: Decoder[Any], *, cluster_scoped: bool = False,
+                  namespaces: tuple[str, ...] | None = None, **options: Any) -> list[Informer[Any]]:
         """One informer per namespace (or one for all), registered with the manager."""
         made: list[Informer[Any]] = []
         for namespace in (() if cluster_scoped else (namespaces or self.namespaces)) or (None,):
@@ -68,7 +72,10 @@ class _Factory:
             made.append(self.manager.add_informer(Informer(
                 self.client, resource, namespace=namespace, decoder=decoder, metrics=self.metrics, name=label,
                 **options, **self.options)))
-        return Cache(made)
+        return made
+
+    def cache(self, resource: Resource, name: str, decoder: Decoder[Any], **options: Any) -> Cache:
+        return Cache(self.informers(resource, name, decoder, **options))
 
 
 
@@ -82,7 +89,8 @@ def watch_caches(manager: Manager, client: KubeClient, *, namespaces: tuple[str,
         modules=make.cache(MODULES, "modules", JsonDecoder("Module"),
                            indexers={CONFIGMAP_INDEX: module_configmap_index,
                                      SELECTOR_INDEX: module_selector_index}),
-        configmaps=make.cache(CONFIGMAPS, "configmaps", JsonDecoder("ConfigMap")),
+        configmaps=ConfigMapCache(make.informers(CONFIGMAPS, "configmaps", MetadataDecoder(), accept=METADATA_ONLY),
+                                  client),
         imagestreams=make.cache(IMAGESTREAMS, "dtk-imagestream", JsonDecoder("ImageStream"), namespaces=(dtk_ns,),
                                 field_selector=f"metadata.name={dtk_name}"),
         builds=make.cache(BUILDS, "builds", JsonDecoder("Build", transform=build_projection),  # by owner

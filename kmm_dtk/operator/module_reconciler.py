@@ -511,7 +511,10 @@ def _generation_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def _data_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return old.get("data") != new.get("data")
+    """ConfigMaps are cached as metadata only: a new resourceVersion may be new data (or only new
+    labels or annotations, which costs one reconcile that changes nothing)."""
+    return (old.get("metadata") or EMPTY).get("resourceVersion") != \
+        (new.get("metadata") or EMPTY).get("resourceVersion")
 
 
 def _phase_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
