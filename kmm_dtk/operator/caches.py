@@ -221,17 +221,21 @@ class ClusterView:
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         return [module_key(m) for m in self.modules.by_index(CONFIGMAP_INDEX, key)]
 
-    def modules_by_selector(self) -> list[tuple[Mapping[str, str], list[str]]]:
-        """Each distinct node selector with the keys of the Modules using it: a cluster has many
-        Modules and few selectors, so matching a node against each selector once is what keeps a
-        node event cheap."""
+    def modules_by_selector(self) -> list[tuple[Mapping[str, str], str]]:
+        """Each distinct node selector, with the index value that names its Modules (for
+        ``modules_with_selector``): a cluster has many Modules and few selectors, so matching a node
+        against each selector once is what keeps a node event cheap."""
         groups = []
         for value in self.modules.index_values(SELECTOR_INDEX):
             modules = self.modules.by_index(SELECTOR_INDEX, value)
             selector = selector_of(modules[0]) if modules else None
             if selector is not None:
-                groups.append((selector, sorted(module_key(m) for m in modules)))
+                groups.append((selector, value))
         return groups
+
+    def modules_with_selector(self, value: str) -> list[str]:
+        """The keys of the Modules whose selector is ``value`` (from ``modules_by_selector``)."""
+        return [module_key(m) for m in self.modules.by_index(SELECTOR_INDEX, value)]
 
     def modules_for_kernels(self, kernels: Iterable[str]) -> set[str]:
         """Modules that select at least one node running one of ``kernels``."""
@@ -239,10 +243,10 @@ class ClusterView:
         if not kernels:
             return set()
         found: set[str] = set()
-        for selector, keys in self.modules_by_selector():
+        for selector, value in self.modules_by_selector():
             def match(labels: Mapping[str, str], selector: Mapping[str, str] = selector) -> bool:
                 return selects(selector, labels)
 
             if any(self.kernel_map.any_running(k, match) for k in kernels):
-                found.update(keys)
+                found.update(self.modules_with_selector(value))
         return found

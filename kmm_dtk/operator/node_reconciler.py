@@ -50,7 +50,7 @@ class NodeReconciler:
         Decided once per distinct selector, not once per Module: 200 Modules usually share a few."""
         table = self.view.kernel_map
         found: set[str] = set()
-        for selector, keys in self.view.modules_by_selector():
+        for selector, value in self.view.modules_by_selector():
             was = previous.kernel if previous is not None and selects(selector, previous.labels) else None
             now = current.kernel if current is not None and selects(selector, current.labels) else None
             if was == now:
@@ -60,7 +60,7 @@ class NodeReconciler:
                 return table.any_running(kernel, lambda labels: selects(selector, labels), exclude=name)
 
             if (now is not None and not elsewhere(now)) or (was is not None and not elsewhere(was)):
-                found.update(keys)
+                found.update(self.view.modules_with_selector(value))
         return found
 
     def prime(self) -> None:
