@@ -1,5 +1,9 @@
 """The metrics endpoint and the health probes, each on its own port.
 
+``/metrics`` is served over plain HTTP (a local run, the benchmark) or, secure, over HTTPS with
+every request authenticated and authorized by a ``guard`` (the API server's TokenReview and
+SubjectAccessReview, wired by the operator), as controller-runtime's secure metrics server does.
+
 ``/healthz`` answers whether the process can make progress (its threads are alive): failing it
 makes the kubelet restart the pod. ``/readyz`` answers whether the caches have synced; it also
 reports, without failing on it, whether this replica leads. ``?verbose`` lists every check, as
@@ -13,17 +17,25 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+
+from kmm_dtk.observability.serving_cert import ServingCert
 
 log = logging.getLogger(__name__)
 
 Check = Callable[[], bool]
+# (Authorization header or None, URL path, HTTP method) -> (HTTP status, message): 200 lets the request through.
+Guard = Callable[["str | None", str, str], tuple[int, str]]
+Route = Callable[[dict[str, list[str]]], tuple[int, str, bytes]]
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client gets to finish the TLS handshake, on its handler's thread
+IDLE_TIMEOUT = 30.0  # seconds a connection may sit between requests
 
 
 class BindAddressError(ValueError):
@@ -105,13 +117,37 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, sock: socket.socket, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, sock: socket.socket, handler: type[BaseHTTPRequestHandler],
+                 tls: ServingCert | None = None) -> None:
         self.address_family = sock.family
         super().__init__(sock.getsockname(), handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
         self.server_address = sock.getsockname()
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+        self.tls = tls
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        """Wrap each connection in the current certificate's context; the handshake itself happens on
+        the handler's thread (``finish_request``), so a slow client never holds up accepting others."""
+        sock, address = self.socket.accept()
+        if self.tls is None:
+            return sock, address
+        try:
+            return self.tls.context().wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+        except (OSError, ssl.SSLError):
+            sock.close()
+            raise
+
+    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError) as err:  # plain HTTP on the TLS port, a scanner, a timeout
+                log.debug("TLS handshake failed", extra={"client": str(client_address), "error": str(err)})
+                return
+        super().finish_request(request, client_address)
 
 
 @dataclass
@@ -142,16 +178,24 @@ class Checks:
 class EndpointServer:
     """A small threaded HTTP server; ``routes`` map a path to a handler returning (status, type, body)."""
 
-    def __init__(self, address: str, routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, str, bytes]]]):
+    def __init__(self, address: str, routes: dict[str, Route], *, tls: ServingCert | None = None,
+                 guard: Guard | None = None):
+        """``tls`` serves HTTPS; ``guard`` decides every request before its route runs."""
         self.routes = routes
         sock = bind_address(address)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = IDLE_TIMEOUT
+
             def do_GET(self) -> None:  # http.server's naming
                 url = urlsplit(self.path)
                 route = server.routes.get(url.path)
-                if route is None:
+                verdict = (200, "") if guard is None or route is None else guard(
+                    self.headers.get("Authorization"), url.path, self.command)
+                if verdict[0] != 200:
+                    status, ctype, body = verdict[0], "text/plain; charset=utf-8", f"{verdict[1]}\n".encode()
+                elif route is None:
                     status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
                 else:
                     status, ctype, body = route(parse_qs(url.query, keep_blank_values=True))
@@ -164,7 +208,7 @@ class EndpointServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug("http " + fmt, *args)
 
-        self._httpd = _Server(sock, Handler)
+        self._httpd = _Server(sock, Handler, tls)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"http-{self.port}", daemon=True)
 
     @property
@@ -181,11 +225,15 @@ class EndpointServer:
         self._thread.join(5)
 
 
-def metrics_server(address: str, registry: CollectorRegistry) -> EndpointServer:
+def metrics_server(address: str, registry: CollectorRegistry, *, tls: ServingCert | None = None,
+                   guard: Guard | None = None) -> EndpointServer:
+    """``/metrics`` of ``registry``; with ``tls`` and ``guard``, controller-runtime's secure serving."""
+    disable_created_metrics()  # process-wide: no *_created series, as controller-runtime exports none
+
     def metrics(_query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
 
-    return EndpointServer(address, {"/metrics": metrics})
+    return EndpointServer(address, {"/metrics": metrics}, tls=tls, guard=guard)
 
 
 def health_server(address: str, liveness: Checks, readiness: Checks) -> EndpointServer:

@@ -179,7 +179,8 @@ class ControllerMetrics:
         reg = registry
 
         self.depth = Gauge("workqueue_depth", "Current depth of workqueue", QUEUE_LABELS, registry=reg)
-        self.adds = Counter("workqueue_adds_total", "Total number of adds handled by workqueue", QUEUE_LABELS, registry=reg)
+        self.adds = Counter("workqueue_adds_total", "Total number of adds handled by workqueue", QUEUE_LABELS,
+                            registry=reg)
         self.queue_duration = Histogram(
             "workqueue_queue_duration_seconds",
             "How long in seconds an item stays in workqueue before being requested",

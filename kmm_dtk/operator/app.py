@@ -17,18 +17,23 @@ Nothing is decided here. Each controller declares what enqueues its keys next to
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from kmm_dtk.core.kernel_map import KernelMap
 from kmm_dtk.kube.client import KubeClient
+from kmm_dtk.kube.delegated_auth import DelegatedAuth
 from kmm_dtk.kube.manager import Manager
 from kmm_dtk.kube.workqueue import RateLimitingQueue
 from kmm_dtk.observability.api_metrics import ApiMetrics
+from kmm_dtk.observability.http import EndpointServer, Guard, metrics_server
 from kmm_dtk.observability.informer_metrics import InformerMetrics
 from kmm_dtk.observability.metrics import ControllerMetrics
+from kmm_dtk.observability.product_metrics import ProductCollector
 from kmm_dtk.observability.registry_metrics import RegistryMetrics
+from kmm_dtk.observability.serving_cert import ServingCert
 from kmm_dtk.operator.build_gc import BuildGcReconciler, setup_build_gc_controller
 from kmm_dtk.operator.caches import ClusterView
 from kmm_dtk.operator.discovery import Discovery
@@ -45,6 +50,7 @@ from kmm_dtk.operator.module_reconciler import (
 )
 from kmm_dtk.operator.node_reconciler import setup_node_controller
 from kmm_dtk.operator.options import OperatorOptions, RegistryOptions
+from kmm_dtk.operator.product_state import product_snapshot
 from kmm_dtk.operator.registry_access import RegistryAccess
 from kmm_dtk.operator.upgrade_reconciler import UpgradeReconciler, setup_upgrade_controller
 
@@ -57,9 +63,18 @@ class Operator:
     view: ClusterView
     module_queue: RateLimitingQueue
     node_queue: RateLimitingQueue
+    serve_metrics: Callable[[], EndpointServer] | None = None  # binds and serves /metrics; None: off
+    metrics_endpoint: EndpointServer | None = field(default=None, init=False)
 
     def run(self) -> int:
-        return self.manager.run()
+        """The metrics endpoint for as long as the manager runs (followers serve it too)."""
+        if self.serve_metrics is not None:
+            self.metrics_endpoint = self.serve_metrics().start()
+        try:
+            return self.manager.run()
+        finally:
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.stop()
 
     def stop(self) -> None:
         self.manager.stop()
@@ -70,13 +85,16 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     """``checker`` replaces the registry checks (tests); ``registry`` collects the metrics."""
     if options.prebuild_upgrades and options.registry is None:
         raise ValueError("--prebuild-upgrades reads release images: it needs registry access (drop --assume-missing)")
+    tls = serving_cert(options)  # before any request: a bad certificate directory stops the start
     registry = registry or CollectorRegistry()
     ProcessCollector(registry=registry)
     client.metrics = client.metrics or ApiMetrics(registry)
     metrics = ControllerMetrics(registry)
-    manager = Manager(client, registry=registry, metrics_address=options.metrics_address,
+    # The operator serves /metrics itself (below), secure or not; the manager serves the probes.
+    manager = Manager(client, registry=registry, metrics_address=None,
                       health_address=options.health_address, leader_election=options.leader_election,
                       graceful_timeout=options.graceful_timeout)
+    auth_client = client  # unfenced: the metrics endpoint's TokenReviews and SubjectAccessReviews
     client = manager.client  # from here on, every write goes through the leader fence
     discovery = Discovery(client)
     caches = watch_caches(manager, client, namespaces=options.namespaces, dtk_imagestream=options.dtk_imagestream,
@@ -85,6 +103,9 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
                           informer_options=options.informer_options)
     view = ClusterView(caches.nodes, caches.modules, caches.configmaps, caches.imagestreams, caches.builds,
                        KernelMap(), options.dtk_imagestream, caches.modulebuilds)
+    product = ProductCollector(lambda: manager.leader_state() in ("disabled", "leading"),
+                               lambda: product_snapshot(view, manager.synced, product.observed))
+    registry.register(product)
     recorder = EventRecorder(client, options.identity, dry_run=options.dry_run)
 
     access, registry_metrics = None, RegistryMetrics(registry)
@@ -122,4 +143,31 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
             setup_upgrade_controller(manager, UpgradeReconciler(
                 view, caches.cluster_versions, access.client, registry_checker.dtk, access.release_auth,
                 access.mirrors.policy, enqueue_module, tls_for=registry_checker.tls_choices), metrics=metrics)
-    return Operator(manager, view, modules.queue, nodes.queue)
+    return Operator(manager, view, modules.queue, nodes.queue,
+                    serve_metrics=metrics_endpoint(options, registry, tls, auth_client))
+
+
+def serving_cert(options: OperatorOptions) -> ServingCert | None:
+    """The certificate of a secure metrics endpoint (raises ServingCertError, one line)."""
+    if not options.metrics_secure or not options.metrics_address:
+        return None
+    return ServingCert.from_dir(options.metrics_cert_dir) if options.metrics_cert_dir else ServingCert.self_signed()
+
+
+def metrics_endpoint(options: OperatorOptions, registry: CollectorRegistry, tls: ServingCert | None,
+                     auth_client: KubeClient) -> Callable[[], EndpointServer] | None:
+    """How /metrics is served: not at all, plain HTTP, or HTTPS with every scrape reviewed by the API
+    server through ``auth_client``, which no write fence stands in front of (reviews are POSTs, and
+    standbys serve metrics too)."""
+    address = options.metrics_address
+    if not address:
+        return None
+    guard: Guard | None = None
+    if tls is not None:
+        auth = DelegatedAuth(auth_client)
+
+        def guard(authorization: str | None, path: str, method: str) -> tuple[int, str]:
+            decision = auth.check(authorization, path, method)
+            return decision.status, decision.message
+
+    return lambda: metrics_server(address, registry, tls=tls, guard=guard)

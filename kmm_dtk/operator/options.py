@@ -35,7 +35,10 @@ class OperatorOptions:
     build_gc_grace: float = DEFAULT_GRACE_PERIOD  # seconds before a completed Build out of use is deleted
     build_history_limit: int = DEFAULT_HISTORY_LIMIT  # completed Builds kept per (Module, kernel) in use
     identity: str = "kmm-dtk"
-    metrics_address: str | None = ":8080"
+    metrics_address: str | None = ":8080"  # None: no metrics endpoint (--metrics-bind-address=0)
+    # HTTPS, each scrape authenticated (TokenReview) and authorized (SubjectAccessReview for GET /metrics)
+    metrics_secure: bool = False
+    metrics_cert_dir: str | None = None  # tls.crt/tls.key, reloaded when they change; None and secure: self-signed
     health_address: str | None = ":8081"
     leader_election: LeaderElectionConfig | None = None
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT  # seconds reconciles in flight get on SIGTERM
