@@ -112,7 +112,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent-writes", type=_positive_int, default=16, metavar="N",
                      help="Build creations (with the registry checks before them) in flight at once across all "
                           "reconciles: one Module's kernels are built side by side (default: %(default)s)")
-    run.add_argument("--metrics-bind-address", default=":8080", help="[HOST]:PORT for /metrics (default: :8080)")
+    run.add_argument("--metrics-bind-address", default=":8080",
+                     help="[HOST]:PORT for /metrics, or 0 to serve no metrics (default: :8080)")
+    run.add_argument("--metrics-secure", action="store_true",
+                     help="serve /metrics over HTTPS, each scrape authenticated by a TokenReview and authorized by "
+                     "a SubjectAccessReview (get on the non-resource URL /metrics), as the manifests run it; off by "
+                     "default, so that a local run against a kubeconfig (and the benchmark) is scraped over plain HTTP")
+    run.add_argument("--metrics-cert-dir", metavar="DIR",
+                     help="with --metrics-secure: the directory holding tls.crt and tls.key (e.g. a service-ca "
+                     "Secret), reloaded when they change (default: a self-signed certificate made at start)")
     run.add_argument("--health-probe-bind-address", default=":8081",
                      help="[HOST]:PORT for /healthz and /readyz (default: :8081)")
     run.add_argument("--leader-elect", action="store_true", help="run only while holding the leader Lease")
@@ -244,6 +252,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     identity = os.environ.get("POD_NAME") or socket.gethostname()
     try:
         _check_bind_addresses(args)
+        _check_metrics_tls(args)
         registry = _registry_options(args)
         election = _leader_election(args, identity)
         _check_kubeconfig(args.kubeconfig)
@@ -261,7 +270,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     options = OperatorOptions(
         namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
         max_concurrent_writes=args.max_concurrent_writes,
-        dry_run=args.dry_run, identity=identity, metrics_address=args.metrics_bind_address,
+        dry_run=args.dry_run, identity=identity,
+        metrics_address=None if args.metrics_bind_address == "0" else args.metrics_bind_address,
+        metrics_secure=args.metrics_secure, metrics_cert_dir=args.metrics_cert_dir,
         health_address=args.health_probe_bind_address, leader_election=election,
         graceful_timeout=args.graceful_shutdown_timeout,
         registry=registry, prebuild_upgrades=args.prebuild_upgrades,
@@ -293,6 +304,8 @@ def _check_bind_addresses(args: argparse.Namespace) -> None:
     try:
         for flag, address in (("--metrics-bind-address", args.metrics_bind_address),
                               ("--health-probe-bind-address", args.health_probe_bind_address)):
+            if flag == "--metrics-bind-address" and address == "0":
+                continue  # metrics off, as in controller-runtime
             try:
                 bound.append(bind_address(address))
             except BindAddressError as err:
@@ -300,6 +313,23 @@ def _check_bind_addresses(args: argparse.Namespace) -> None:
     finally:
         for sock in bound:
             sock.close()
+
+
+def _check_metrics_tls(args: argparse.Namespace) -> None:
+    """The secure metrics endpoint's certificate can be served (or made), before anything starts."""
+    from kmm_dtk.observability.serving_cert import ServingCert, ServingCertError, check_self_signing
+
+    if args.metrics_cert_dir and not args.metrics_secure:
+        raise _Refused("--metrics-cert-dir: only used with --metrics-secure")
+    if not args.metrics_secure or args.metrics_bind_address == "0":
+        return
+    try:
+        if args.metrics_cert_dir:
+            ServingCert.from_dir(args.metrics_cert_dir)
+        else:
+            check_self_signing()
+    except ServingCertError as err:
+        raise _Refused(f"{'--metrics-cert-dir' if args.metrics_cert_dir else '--metrics-secure'}: {err}") from None
 
 
 def _registry_options(args: argparse.Namespace) -> RegistryOptions | None:
