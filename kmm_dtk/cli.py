@@ -99,13 +99,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the operator",
         description="Run the operator: in a pod with its in-cluster config, locally with a kubeconfig. "
-        "Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when the leader lease was lost, 2 on bad flags.",
+        "Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when the leader lease was lost, the cluster config "
+        "cannot be loaded or the API server did not answer within --api-wait-timeout, 2 on bad flags.",
     )
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config in a pod, else $KUBECONFIG "
                      "or ~/.kube/config)")
     run.add_argument("--context", help="kubeconfig context")
-    run.add_argument("--namespace", action="append", default=[], metavar="NS",
-                     help="watch Modules, ConfigMaps and Builds only in NS (repeatable; default: all namespaces)")
+    namespaces = run.add_mutually_exclusive_group()
+    namespaces.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                            help="watch Modules, ConfigMaps and Builds only in NS (repeatable; default: all "
+                            "namespaces)")
+    namespaces.add_argument("-A", "--all-namespaces", action="store_true",
+                            help="watch every namespace (the default)")
+    run.add_argument("--api-wait-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                     help="at start, how long to wait for the API server to answer, with a line of progress every "
+                     "few seconds, before exiting 1 (default: %(default)s)")
     run.add_argument("--dtk-imagestream", type=imagestream_ref, default=f"{DEFAULT_DTK_NAMESPACE}/{DEFAULT_DTK_NAME}",
                      metavar="NAMESPACE/NAME", help="the driver-toolkit ImageStream (default: %(default)s)")
     run.add_argument("--workers", type=_positive_int, default=4, help="module reconcile workers (default: 4)")
@@ -242,6 +250,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     import signal
     import socket
 
+    from kmm_dtk.api_wait import ApiServerUnreachable, clean_message, wait_for_api_server
     from kmm_dtk.kube.client import ApiError, KubeClient, load_api_client
     from kmm_dtk.observability import logs
     from kmm_dtk.observability.http import BindAddressError
@@ -262,11 +271,12 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         api_client = load_api_client(args.kubeconfig, args.context,
                                      pool_size=args.workers + args.max_concurrent_writes + 16)
-    except Exception as err:  # noqa: BLE001 - the kubernetes loader raises many kinds
-        source = args.kubeconfig or os.environ.get("KUBECONFIG") or (
-            "the in-cluster config" if os.environ.get("KUBERNETES_SERVICE_HOST") else "~/.kube/config")
-        print(f"kmm-dtk run: cannot load cluster config from {source}: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ValueError as err:  # KubeConfigError: one line naming the file and the fix
+        print(f"kmm-dtk: {clean_message(str(err))}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - a loader may raise many kinds
+        print(f"kmm-dtk: {_config_problem(args.kubeconfig, clean_message(str(err)))}", file=sys.stderr)
+        return 1
     options = OperatorOptions(
         namespaces=tuple(args.namespace), dtk_imagestream=args.dtk_imagestream, workers=args.workers,
         max_concurrent_writes=args.max_concurrent_writes,
@@ -279,12 +289,20 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         build_module_sections=args.module_build_sections == "build",
         build_gc_grace=args.build_gc_grace_period, build_history_limit=args.build_history_limit,
     )
+    client = KubeClient(api_client)
     try:
-        operator = build_operator(KubeClient(api_client), options)
+        wait_for_api_server(client, timeout=args.api_wait_timeout,
+                            report=lambda line: print(f"kmm-dtk run: {line}", file=sys.stderr, flush=True))
+        operator = build_operator(client, options)
+    except ApiServerUnreachable as err:
+        print(f"kmm-dtk run: {err}", file=sys.stderr)
+        return 1
     except ApiError as err:  # API discovery at start (the OpenShift config APIs) kept failing
-        print(f"kmm-dtk run: the API server at {api_client.configuration.host} did not answer: {err}",
+        print(f"kmm-dtk run: API discovery at {client.host} failed: {clean_message(err.message or str(err))}",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while waiting: nothing was started
+        return EXIT_OK
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: operator.stop())
     try:
@@ -292,6 +310,23 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     except BindAddressError as err:  # taken between the check above and the servers' start
         print(f"kmm-dtk run: {err}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _config_problem(kubeconfig: str | None, detail: str) -> str:
+    """The loader's words, with the files it looked for and what to do when none of them exists."""
+    if kubeconfig:
+        paths = [kubeconfig]
+    elif os.environ.get("KUBECONFIG"):
+        paths = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+    else:
+        paths = [os.path.expanduser("~/.kube/config")]
+    if any(os.path.exists(p) for p in paths):
+        return f"cannot load cluster config from {', '.join(paths)}: {detail}"
+    if kubeconfig:
+        return f"--kubeconfig {kubeconfig}: no such file; name an existing kubeconfig"
+    tried = ", ".join(paths) + (" (from $KUBECONFIG)" if not kubeconfig and os.environ.get("KUBECONFIG") else "")
+    return (f"no kubeconfig found at {tried} and not in a pod: pass --kubeconfig FILE, set KUBECONFIG, "
+            "or log in with `oc login` to write ~/.kube/config")
 
 
 def _check_bind_addresses(args: argparse.Namespace) -> None:

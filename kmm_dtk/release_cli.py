@@ -8,11 +8,11 @@ The "pre-built" case: building driver images for a release before the cluster ru
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from typing import Any, TextIO
 
+from kmm_dtk.output import print_data
 from kmm_dtk.registry_flags import add_registry_flags, auth_file
 
 EXIT_OK, EXIT_LOOKUP_FAILED, EXIT_USAGE = 0, 1, 2
@@ -34,21 +34,36 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Exit status: 0 found, 1 the lookup failed (no such release or tag, registry unreachable), "
         "2 bad arguments or an unreadable file.",
     )
-    parser.add_argument("--release", required=True, metavar="PULLSPEC",
+    parser.add_argument("release", nargs="?", metavar="RELEASE",
                         help="release image, e.g. quay.io/openshift-release-dev/ocp-release:4.18.1-x86_64 "
-                        "or by digest")
+                        "or by digest (as `oc adm release info` takes it)")
+    parser.add_argument("--release", dest="release_flag", metavar="PULLSPEC",
+                        help="the release image, as a flag (the same as RELEASE)")
     add_registry_flags(parser)
     parser.add_argument("--insecure", action="store_true", help="plain HTTP to the registry")
     parser.add_argument("--insecure-skip-tls-verify", action="store_true",
                         help="HTTPS without verifying the registry's certificate")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    parser.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text",
+                        help="text (the pull spec, and with --kernel the kernel variables), json or yaml")
     parser.add_argument("--kernel", action="store_true",
                         help="also read the DTK's kernels (/etc/driver-toolkit-release.json, else its labels)")
     parser.add_argument("--use-oc", action="store_true",
                         help="ask `oc adm release info` instead (needs the `oc` extra and the oc binary; "
                         "--ca-file then applies to --kernel only)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
     return parser
+
+
+def _release(args: argparse.Namespace) -> str:
+    """RELEASE or --release, not two different ones; a usage error at this subcommand's level."""
+    positional, flag = args.release, args.release_flag
+    if positional and flag and positional != flag:
+        args.parser.error(f"RELEASE {positional!r} and --release {flag!r} differ: give the release image once")
+    release = positional or flag
+    if not release:
+        args.parser.error("the release image is required: kmm-dtk dtk-image RELEASE")
+    args.release_name = "RELEASE" if positional else "--release"  # errors name what was given
+    return str(release)
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -61,7 +76,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     try:
         ref = ImageRef.parse(args.release)
     except ReferenceError as err:
-        raise _Failure(f"--release: {err}", EXIT_USAGE) from None
+        raise _Failure(f"{args.release_name}: {err}", EXIT_USAGE) from None
     try:  # the files are checked now: an argument error, not a lookup failure
         auth, trust = registry_settings(args)
     except UsageError as err:
@@ -129,15 +144,15 @@ def _lookup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    args.release = _release(args)
     try:
         data = _lookup(args)
     except _Failure as err:
         message = " ".join(str(err).split())  # always one line
         print(f"{PROG}: {message}", file=sys.stderr)
         return err.code
-    if args.output == "json":
-        json.dump(data, out, indent=2)
-        out.write("\n")
+    if args.output in ("json", "yaml"):
+        print_data(data, args.output, out)
     else:
         out.write(f"{data['dtkImage']}\n")
         if args.kernel:

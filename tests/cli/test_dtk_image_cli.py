@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kmm_dtk.cli import main
 from tests.registry.test_release_registry import (
@@ -89,6 +90,29 @@ def test_json(registry_tls, images, auth_file):
     assert code == 0
     assert json.loads(out) == {"release": release.pull_spec, "dtkImage": dtk.pull_spec, "rhcosVersion": RHCOS,
                                "version": "4.18.1", "kernel": None, "rtKernel": None}
+
+
+def test_release_as_positional_argument_like_oc_adm_release_info(registry_tls, images, auth_file, capsys):
+    dtk, release, _ = images
+    code, out = dtk_image(release.pull_spec, "-a", auth_file, "--ca-file", registry_tls.ca_file)
+    assert (code, out) == (0, dtk.pull_spec + "\n")
+    assert capsys.readouterr().err == ""
+
+
+def test_release_given_both_ways_alike_is_accepted(registry_tls, images, auth_file):
+    dtk, release, _ = images
+    code, out = dtk_image(release.pull_spec, "--release", release.pull_spec, "-a", auth_file,
+                          "--ca-file", registry_tls.ca_file)
+    assert (code, out) == (0, dtk.pull_spec + "\n")
+
+
+def test_yaml(registry_tls, images, auth_file):
+    dtk, release, _ = images
+    code, out = dtk_image(release.pull_spec, "-a", auth_file, "--ca-file", registry_tls.ca_file, "-o", "yaml",
+                          "--kernel")
+    assert code == 0
+    assert yaml.safe_load(out) == {"release": release.pull_spec, "dtkImage": dtk.pull_spec, "rhcosVersion": RHCOS,
+                                   "version": "4.18.1", "kernel": KERNEL, "rtKernel": RT_KERNEL}
 
 
 def test_json_with_kernel_and_skip_verify(images, auth_file):
@@ -219,6 +243,35 @@ def test_unparseable_release(capsys, spec):
     code, out = dtk_image("--release", spec)
     assert out == ""
     assert_one_line_error(capsys, code, 2, "--release", repr(spec))
+
+
+@pytest.mark.parametrize("spec", ["Quay.io/Bad Name:tag", "quay.io/ocp/release@sha256:abc"])
+def test_unparseable_positional_release_names_the_argument(capsys, spec):
+    code, out = dtk_image(spec)
+    assert out == ""
+    assert_one_line_error(capsys, code, 2, "kmm-dtk dtk-image: RELEASE: ", repr(spec))
+
+
+def _usage_error(capsys, *args: str) -> list[str]:
+    with pytest.raises(SystemExit) as exited:
+        dtk_image(*args)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("usage: kmm-dtk dtk-image "), lines
+    return lines
+
+
+def test_release_given_both_ways_differently_is_a_usage_error(capsys):
+    lines = _usage_error(capsys, "quay.io/ocp/release:4.18.1-x86_64", "--release", "quay.io/ocp/release:4.18.2-x86_64")
+    assert lines[-1] == ("kmm-dtk dtk-image: error: RELEASE 'quay.io/ocp/release:4.18.1-x86_64' and --release "
+                         "'quay.io/ocp/release:4.18.2-x86_64' differ: give the release image once")
+
+
+def test_no_release_is_a_usage_error(capsys):
+    lines = _usage_error(capsys, "--kernel")
+    assert lines[-1] == "kmm-dtk dtk-image: error: the release image is required: kmm-dtk dtk-image RELEASE"
 
 
 def test_use_oc_without_openshift_client(monkeypatch, capsys):

@@ -20,12 +20,13 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=60, env=env)
 
 
-def test_missing_kubeconfig_is_one_line_and_exit_2(tmp_path):
+def test_missing_kubeconfig_is_one_line_naming_it_and_exit_1(tmp_path):
     result = _run("--kubeconfig", str(tmp_path / "nope"))
-    assert result.returncode == 2
+    assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kmm-dtk run: cannot load cluster config")
+    assert len(lines) == 1 and lines[0].startswith("kmm-dtk: "), lines
     assert str(tmp_path / "nope") in lines[0]
+    assert "Invalid kube-config file" not in lines[0]
 
 
 @pytest.mark.parametrize("flag", ["--metrics-bind-address", "--health-probe-bind-address"])
