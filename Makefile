@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-integration lint controlplane cluster plan bench bench-informer bench-operator bench-registry registry-binary clean
+.PHONY: demo test test-fast test-integration lint controlplane cluster plan bench bench-informer bench-operator bench-scale bench-registry registry-binary clean
 
 # The virtualenv, rebuilt when the package's dependencies change.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -67,7 +67,12 @@ bench-informer: controlplane
 	$(PY) -m bench.informer_bench
 
 bench-operator: controlplane
-	$(PY) -m bench.operator_bench
+	$(PY) -m bench.operator_bench $(BENCH_OPERATOR_ARGS)
+
+# The operator benchmark at several numbers of Nodes, the rest fixed, with a linear fit.
+BENCH_SCALE_NODES ?= 1000,2500,5000
+bench-scale: controlplane
+	$(PY) -m bench.scale --nodes $(BENCH_SCALE_NODES) $(BENCH_OPERATOR_ARGS)
 
 bench-registry: $(VENV)/.installed registry-binary
 	$(PY) -m bench.registry_bench
