@@ -1,4 +1,4 @@
-"""Realistic OpenShift worker Nodes for benchmarks: ~20 KB of JSON each, shaped like a real
+"""Realistic OpenShift worker Nodes for benchmarks: ~19 KB of JSON each, shaped like a real
 worker (16 labels, 7 annotations, 5 managedFields entries, 50 images, 4 conditions)."""
 
 from __future__ import annotations
