@@ -441,7 +441,7 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     if args.output in ("json", "yaml"):
         print_data(result.to_json(), args.output, out)
     else:
-        _print_table(result, out, wide=args.output == "wide")
+        _print_table(result, out, wide=args.output == "wide", namespace=args.namespace)
     failed = any(e.action is Action.ERROR for e in result.entries)
     return EXIT_PLAN_ERRORS if failed and args.strict else EXIT_OK
 
@@ -473,7 +473,8 @@ def _cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
 
     objects = _load(args)
     if not objects.modules:
-        print("kmm-dtk migrate: no Module in the input", file=sys.stderr)
+        where = f" in namespace {args.namespace}" if args.namespace else ""
+        print(f"kmm-dtk migrate: no Module{where} in the input", file=sys.stderr)
         return EXIT_PLAN_ERRORS
     documents: list[dict[str, Any]] = []
     refused = 0
@@ -500,7 +501,7 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(cells).rstrip() + "\n")
 
 
-def _print_table(result: ClusterPlan, out: TextIO, wide: bool = False) -> None:
+def _print_table(result: ClusterPlan, out: TextIO, wide: bool = False, namespace: str | None = None) -> None:
     kernel_rows = [["KERNEL", "RHCOS"]] + [[k, v or "-"] for k, v in sorted(result.kernels.items())]
     _table(kernel_rows, out)
     out.write("\n")
@@ -516,7 +517,7 @@ def _print_table(result: ClusterPlan, out: TextIO, wide: bool = False) -> None:
             dtk = (e.rhcos or "-") if e.dtk_image else "-"  # a release's DTK may come without its RHCOS
             rows.append([e.module, e.kernel or "-", e.action.value, dtk, detail or "-"])
     if len(rows) == 1:
-        out.write("no Modules in the input\n")
+        out.write(f"no Modules in namespace {namespace} in the input\n" if namespace else "no Modules in the input\n")
     else:
         _table(rows, out)
     for problem in result.node_problems:
