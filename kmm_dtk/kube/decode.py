@@ -251,7 +251,7 @@ class _MetadataWire(msgspec.Struct):
 
 class _MetadataListWire(msgspec.Struct):
     metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
-    items: list[_MetadataWire] = msgspec.field(default_factory=list)
+    items: list[_MetadataWire] | None = None  # an empty PartialObjectMetadataList says "items": null
 
 
 class MetadataDecoder:
@@ -274,7 +274,7 @@ class MetadataDecoder:
     def decode_list(self, raw: bytes) -> ListPage[FrozenDict]:
         body = self._list.decode(raw)
         return ListPage(body.metadata.resourceVersion, body.metadata.continue_,
-                        [self._identity(item) for item in body.items])
+                        [self._identity(item) for item in body.items or ()])
 
     def decode_object(self, raw: bytes) -> FrozenDict:
         return self._identity(self._one.decode(raw))
