@@ -8,7 +8,7 @@ function, or under ``if TYPE_CHECKING:``.
 | core | `kmm_dtk/core/` | nothing |
 | observability | `kmm_dtk/observability/` | nothing |
 | registry | `kmm_dtk/registry/` | version, core |
-| kube | `kmm_dtk/kube/` | observability |
+| kube | `kmm_dtk/kube/` | core, observability |
 | operator | `kmm_dtk/operator/` | every row above |
 | cli | `kmm_dtk/cli.py`, `release_cli.py`, `registry_flags.py`, `dump.py`, `__main__.py` | every row above |
 
@@ -42,7 +42,7 @@ LAYERS = (
     Layer("core", ("kmm_dtk.core",), (), "`kmm_dtk/core/`", ()),
     Layer("observability", ("kmm_dtk.observability",), (), "`kmm_dtk/observability/`", ()),
     Layer("registry", ("kmm_dtk.registry",), (), "`kmm_dtk/registry/`", ("version", "core")),
-    Layer("kube", ("kmm_dtk.kube",), (), "`kmm_dtk/kube/`", ("observability",)),
+    Layer("kube", ("kmm_dtk.kube",), (), "`kmm_dtk/kube/`", ("core", "observability")),
     Layer("operator", ("kmm_dtk.operator",), (), "`kmm_dtk/operator/`",
           ("version", "core", "observability", "registry", "kube")),
     Layer("cli", (), ("kmm_dtk.cli", "kmm_dtk.release_cli", "kmm_dtk.registry_flags", "kmm_dtk.dump",

@@ -1,9 +1,9 @@
-"""Raw JSON access to any Kubernetes resource, built on the ``kubernetes`` client's transport.
+"""Raw JSON access to any Kubernetes resource over the operator's own connection.
 
-The typed models of the ``kubernetes`` package cost seconds per thousand objects to build, so
-nothing here deserialises into them: responses are read with ``_preload_content=False`` and
-parsed as JSON (or by the caller's decoder). The package still supplies what it does well:
-kubeconfig and in-cluster loading, TLS, auth (incl. rotating ServiceAccount tokens) and pooling.
+Nothing here deserialises into typed models (the ``kubernetes`` package's cost seconds per thousand
+objects and ~60 MiB just to import): responses are parsed as JSON, or by the caller's decoder.
+Kubeconfig and in-cluster loading are :mod:`kmm_dtk.kube.kubeconfig`; TLS, pooling and auth headers
+:mod:`kmm_dtk.kube.connection`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -21,9 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
+
+from kmm_dtk.kube.connection import Connection, describe
+from kmm_dtk.kube.credentials import CredentialError
+from kmm_dtk.kube.kubeconfig import KubeConfigError, load_settings
 
 if TYPE_CHECKING:
     from kmm_dtk.kube.fence import WriteFence
@@ -87,22 +87,25 @@ class ApiError(Exception):
                    retry_after if retry_after is not None else (float(hint) if hint else None))
 
     @classmethod
-    def from_exception(cls, err: Exception) -> ApiError:
-        if isinstance(err, ApiException):
-            retry_after = None
-            headers = err.headers or {}
-            if headers.get("Retry-After"):
-                try:
-                    retry_after = float(headers["Retry-After"])
-                except ValueError:
-                    retry_after = None
+    def from_response(cls, status: int, reason: str, headers: Mapping[str, str], data: bytes) -> ApiError:
+        """An error response: its Status body if it has one, Retry-After from the header first."""
+        retry_after = None
+        if headers.get("Retry-After"):
             try:
-                body = json.loads(err.body) if err.body else {}
-            except (ValueError, TypeError):
-                body = {}
-            if isinstance(body, dict) and body.get("kind") == "Status":
-                return cls.from_status({**body, "code": err.status or body.get("code")}, retry_after)
-            return cls(err.status or 0, str(err.reason or ""), str(err.body or err.reason or ""), retry_after)
+                retry_after = float(headers["Retry-After"])
+            except ValueError:
+                retry_after = None
+        try:
+            body = json.loads(data) if data else {}
+        except ValueError:
+            body = {}
+        if isinstance(body, dict) and body.get("kind") == "Status":
+            return cls.from_status({**body, "code": status or body.get("code")}, retry_after)
+        text = data[:1024].decode("utf-8", "replace").strip()
+        return cls(status, reason, " ".join(text.split()) or reason, retry_after)
+
+    @classmethod
+    def from_exception(cls, err: Exception) -> ApiError:
         return cls(0, type(err).__name__, str(err))
 
 
@@ -119,28 +122,29 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None,
-                    pool_size: int = 16) -> k8s.ApiClient:
+                    pool_size: int = 16) -> Connection:
     """In-cluster config inside a pod (unless a kubeconfig is named), else the kubeconfig
-    (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``). One client, shared by all threads."""
-    configuration = k8s.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        k8s_config.load_incluster_config(client_configuration=configuration)
-    else:
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-    configuration.connection_pool_maxsize = pool_size  # watches + workers share the pool
-    return k8s.ApiClient(configuration)
+    (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``). One connection, shared by all threads;
+    its pool holds ``pool_size`` connections per host (watches + workers). KubeConfigError (one
+    line) when the configuration cannot be used."""
+    settings = load_settings(kubeconfig, context)
+    return Connection(settings, pool_size=pool_size)
+
+
+__all__ = ["ApiError", "Connection", "FencedWrite", "KubeClient", "KubeConfigError", "Resource", "WatchStream",
+           "load_api_client"]
 
 
 class KubeClient:
-    """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process."""
+    """JSON in, JSON out, for any :class:`Resource`. Thread-safe: one instance for the process.
 
-    def __init__(self, api_client: k8s.ApiClient, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+    After a 401 with a credential that can change (a token file, an exec plugin) the credential
+    is refreshed and a read is sent once more; a write is not re-sent (its caller decides, and the
+    fence's budget covers one attempt), but its next attempt carries the new credential."""
+
+    def __init__(self, api_client: Connection, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
                  metrics: Any = None, fence: WriteFence | None = None) -> None:
-        # Our own ApiClient on the same configuration, with urllib3's transparent retries off: a
-        # retried watch would hide a dead connection, and every caller here owns its own retries.
-        configuration = copy.deepcopy(api_client.configuration)
-        configuration.retries = False
-        self.api_client = k8s.ApiClient(configuration)
+        self.api_client = api_client  # the shared connection (pool and credential)
         self.timeout = timeout
         self.metrics = metrics  # an ApiMetrics-like object with observe(method, path, watch, code, seconds)
         self.fence = fence  # every write asks it first; None: this client writes freely (the Lease's own)
@@ -153,33 +157,49 @@ class KubeClient:
 
     @property
     def host(self) -> str:
-        return cast(str, self.api_client.configuration.host)
+        return self.api_client.host
 
     def _call(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
               content_type: str | None = None, timeout: tuple[float, float] | None = None,
-              accept: str | None = None) -> urllib3.HTTPResponse:
+              accept: str | None = None) -> urllib3.BaseHTTPResponse:
         headers = {"Accept": accept or "application/json"}
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
-        params = [(k, v) for k, v in (query or {}).items() if v is not None and v != ""]
-        started, code = time.monotonic(), 0
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        params = [(k, _query_value(v)) for k, v in (query or {}).items() if v is not None and v != ""]
+        watch = (query or {}).get("watch") == "true"
+        timeout = timeout or self.timeout
+        for attempt in (1, 2):
+            started, code = time.monotonic(), 0
+            try:
+                response = self.api_client.open(method, path, params, data, headers, timeout)
+                code = response.status
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                raise ApiError(0, "Transport", describe(err, self.api_client.url(path), timeout)) from None
+            except CredentialError as err:
+                raise ApiError(0, "Credential", str(err)) from None
+            finally:
+                if self.metrics is not None:
+                    self.metrics.observe(method, path, watch, code, time.monotonic() - started)
+            if code < 400:
+                return response
+            try:
+                error = ApiError.from_response(code, response.reason or "", response.headers, response.data)
+            finally:
+                response.release_conn()
+            if code == 401 and attempt == 1 and self._refreshed() and method not in WRITE_METHODS:
+                log.info("credential refreshed after 401, sending again", extra={"method": method, "path": path})
+                continue
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refreshed(self) -> bool:
         try:
-            response: urllib3.HTTPResponse = self.api_client.call_api(
-                path, method, query_params=params, header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
-                _request_timeout=timeout or self.timeout,
-            )
-            code = response.status
-            return response
-        except ApiException as err:
-            code = err.status or 0
-            raise ApiError.from_exception(err) from None
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise ApiError.from_exception(err) from None
-        finally:
-            if self.metrics is not None:
-                self.metrics.observe(method, path, (query or {}).get("watch") == "true", code,
-                                     time.monotonic() - started)
+            return self.api_client.refresh()
+        except CredentialError as err:
+            log.warning("credential not refreshed after 401", extra={"error": str(err)})
+            return False
 
     @contextmanager
     def _granted(self, method: str, path: str,
@@ -220,7 +240,9 @@ class KubeClient:
     def watch(self, path: str, query: Mapping[str, Any],
               timeout: tuple[float, float] | None = None, accept: str | None = None) -> WatchStream:
         """Open a watch; the read timeout doubles as the inactivity watchdog."""
-        return WatchStream(self._call("GET", path, {**query, "watch": "true"}, timeout=timeout, accept=accept))
+        timeout = timeout or self.timeout
+        return WatchStream(self._call("GET", path, {**query, "watch": "true"}, timeout=timeout, accept=accept),
+                           self.api_client.url(path), timeout)
 
     # -- conveniences --------------------------------------------------------------------------
 
@@ -249,11 +271,20 @@ class KubeClient:
         self.request("DELETE", resource.path(namespace, name), body=body)
 
 
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 class WatchStream:
     """One open watch response: iterate ``lines()``; ``abort()`` from another thread ends it now."""
 
-    def __init__(self, response: urllib3.HTTPResponse) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse, url: str = "",
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> None:
         self._response = response
+        self._url = url
+        self._timeout = timeout
         self._aborted = False
 
     def lines(self) -> Iterator[bytes]:
@@ -270,7 +301,7 @@ class WatchStream:
         except (urllib3.exceptions.HTTPError, OSError, AttributeError, ValueError) as err:
             if self._aborted:
                 return
-            raise ApiError.from_exception(err) from None
+            raise ApiError(0, "Transport", describe(err, self._url, self._timeout)) from None
         finally:
             self.close()
 
@@ -286,8 +317,10 @@ class WatchStream:
                 pass
 
     def close(self) -> None:
+        """Close the connection before handing it back: the pool is shared, and a watch's
+        connection still holds the stream's unread bytes."""
         try:
-            self._response.release_conn()
             self._response.close()
+            self._response.release_conn()
         except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
             pass

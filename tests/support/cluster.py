@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 from kubernetes import client, config
 
+from kmm_dtk.kube.connection import Connection
+from kmm_dtk.kube.kubeconfig import load_settings
 from tests.support.binaries import build
 from tests.support.controlplane import ControlPlane, wait_for
 from tests.support.objects import apply_crds
@@ -41,12 +43,37 @@ def crd_documents(dirs=CRD_DIRS) -> list[dict]:
     return docs
 
 
-def api_client_from(kubeconfig: Path, server: str | None = None) -> client.ApiClient:
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    if server:
-        configuration.host = server
-    return client.ApiClient(configuration)
+class TestApiClient(Connection):
+    """The operator's own connection (what tests hand to ``KubeClient``), built from the kubeconfig
+    by the operator's loader, that also answers as the ``kubernetes`` package's ApiClient for the
+    tests' own setup (``client.CoreV1Api(api)``, ...): attributes a Connection lacks go to that one.
+    The two keep separate pools."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, kubeconfig: Path, server: str | None = None) -> None:
+        settings = load_settings(str(kubeconfig))
+        if server:
+            settings.server = server.rstrip("/")
+        super().__init__(settings)
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        if server:
+            configuration.host = server
+        self.kubernetes = client.ApiClient(configuration)
+
+    def __getattr__(self, name: str):
+        if name == "kubernetes":  # not set yet: __init__ failed half way
+            raise AttributeError(name)
+        return getattr(self.kubernetes, name)
+
+    def close(self) -> None:
+        super().close()
+        self.kubernetes.close()
+
+
+def api_client_from(kubeconfig: Path, server: str | None = None) -> TestApiClient:
+    return TestApiClient(kubeconfig, server)
 
 
 @dataclass
@@ -58,7 +85,7 @@ class TestCluster:
 
     __test__ = False  # not a pytest test class
 
-    def api_client(self, server: str | None = None) -> client.ApiClient:
+    def api_client(self, server: str | None = None) -> TestApiClient:
         return api_client_from(self.kubeconfig, server)
 
     def kubeconfig_for(self, path: Path, server: str) -> Path:
