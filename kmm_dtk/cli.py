@@ -264,7 +264,6 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         _check_metrics_tls(args)
         registry = _registry_options(args)
         election = _leader_election(args, identity)
-        _check_kubeconfig(args.kubeconfig)
     except _Refused as err:
         print(f"kmm-dtk run: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -400,26 +399,6 @@ def _leader_election(args: argparse.Namespace, identity: str) -> LeaderElectionC
     except ValueError as err:
         raise _Refused(str(err)) from None
     return election
-
-
-def _check_kubeconfig(path: str | None) -> None:
-    """Read the kubeconfig files the kubernetes loader is about to read through the bounded YAML
-    reader first: its own reader has no bounds (an alias bomb would hang it)."""
-    from kmm_dtk.core.untrusted import UntrustedInputError, load_yaml_all
-
-    candidates = [path] if path else [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
-    if not path and not candidates and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        candidates = [os.path.expanduser("~/.kube/config")]
-    for candidate in candidates:
-        try:
-            with open(candidate, "rb") as f:
-                data = f.read(4 * 1024 * 1024 + 1)
-        except OSError:
-            continue  # the loader names a missing or unreadable file itself
-        try:
-            load_yaml_all(data, what=candidate)
-        except UntrustedInputError as err:
-            raise _Refused(f"kubeconfig {err}") from None
 
 
 def _load(args: argparse.Namespace) -> ClusterObjects:
