@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kmm_dtk import __version__, release_cli
+from kmm_dtk.cmd.output import print_data
 from kmm_dtk.core.dtk import DEFAULT_DTK_NAME, DEFAULT_DTK_NAMESPACE
 from kmm_dtk.core.plan import Action, ClusterPlan, plan_cluster, snapshot_from_objects
 from kmm_dtk.dump import ClusterObjects, DumpError, load_files
 from kmm_dtk.kube import defaults
-from kmm_dtk.output import print_data
 from kmm_dtk.registry_flags import UsageError, add_registry_flags, auth_file, registry_settings
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class _SubcommandParser(argparse.ArgumentParser):
 
 
 def _add_filename_flags(parser: argparse.ArgumentParser, what: str) -> None:
-    """``-f``/``-R`` as kubectl reads them (kmm_dtk.sources)."""
+    """``-f``/``-R`` as kubectl reads them (kmm_dtk.cmd.sources)."""
     parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                         help=f"{what}: a file (YAML documents, a JSON object, a List or a list), - for standard "
                         "input, or a directory's .yaml, .yml and .json files in lexical order (repeatable)")
@@ -250,7 +250,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     import signal
     import socket
 
-    from kmm_dtk.api_wait import ApiServerUnreachable, clean_message, wait_for_api_server
+    from kmm_dtk.cmd.api_wait import ApiServerUnreachable, clean_message, wait_for_api_server
     from kmm_dtk.kube.client import ApiError, KubeClient, load_api_client
     from kmm_dtk.observability import logs
     from kmm_dtk.observability.http import BindAddressError

@@ -1,5 +1,5 @@
 """Reading cluster dumps: YAML or JSON of single objects, multi-document streams, Lists or bare
-lists, from the ``-f`` sources of :mod:`kmm_dtk.sources` (files, directories, stdin).
+lists, from the ``-f`` sources of :mod:`kmm_dtk.cmd.sources` (files, directories, stdin).
 
 This is what ``oc get nodes,imagestreams,modules,configmaps -A -o yaml`` prints, optionally with
 the cluster's mirror rules (``oc get imagecontentsourcepolicies,imagedigestmirrorsets,imagetagmirrorsets
@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from kmm_dtk.cmd.sources import SourceError, read_sources
 from kmm_dtk.core.untrusted import Limits, UntrustedInputError, load_json, load_yaml_all
-from kmm_dtk.sources import SourceError, read_sources
 
 # A 5,000-Node cluster dumps to about 100 MB; objects this tool ignores (CRDs) may nest deeper than its own.
 DUMP_LIMITS = Limits(max_bytes=256 << 20, max_depth=128, max_documents=100_000)
@@ -97,7 +97,7 @@ def _expand(doc: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def load_files(paths: Sequence[str], *, recursive: bool = False, stdin: BinaryIO | None = None,
                namespace: str | None = None) -> ClusterObjects:
-    """Every object of every ``-f`` source (see :mod:`kmm_dtk.sources`). With ``namespace``, the
+    """Every object of every ``-f`` source (see :mod:`kmm_dtk.cmd.sources`). With ``namespace``, the
     namespaced kinds read (Modules, ConfigMaps) that name none are in it, as ``kubectl apply -n``
     would put them, and only its Modules are kept."""
     objects = ClusterObjects()

@@ -12,7 +12,8 @@ import shutil
 import sys
 from typing import Any, TextIO
 
-from kmm_dtk.output import print_data
+from kmm_dtk.cmd.messages import clean_message
+from kmm_dtk.cmd.output import print_data
 from kmm_dtk.registry_flags import add_registry_flags, auth_file
 
 EXIT_OK, EXIT_LOOKUP_FAILED, EXIT_USAGE = 0, 1, 2
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         data = _lookup(args)
     except _Failure as err:
-        message = " ".join(str(err).split())  # always one line
+        message = clean_message(str(err))  # always one line, no library internals
         print(f"{PROG}: {message}", file=sys.stderr)
         return err.code
     if args.output in ("json", "yaml"):

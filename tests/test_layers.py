@@ -10,7 +10,7 @@ function, or under ``if TYPE_CHECKING:``.
 | registry | `kmm_dtk/registry/` | version, core |
 | kube | `kmm_dtk/kube/` | core, observability |
 | operator | `kmm_dtk/operator/` | every row above |
-| cli | `kmm_dtk/cli.py`, `release_cli.py`, `registry_flags.py`, `dump.py`, `__main__.py` | every row above |
+| cli | `kmm_dtk/cli.py`, `release_cli.py`, `registry_flags.py`, `dump.py`, `__main__.py`, `cmd/` | every row above |
 
 The imports are read from the source with ``ast``; nothing is imported. README's Layout section
 holds the same table.
@@ -45,9 +45,9 @@ LAYERS = (
     Layer("kube", ("kmm_dtk.kube",), (), "`kmm_dtk/kube/`", ("core", "observability")),
     Layer("operator", ("kmm_dtk.operator",), (), "`kmm_dtk/operator/`",
           ("version", "core", "observability", "registry", "kube")),
-    Layer("cli", (), ("kmm_dtk.cli", "kmm_dtk.release_cli", "kmm_dtk.registry_flags", "kmm_dtk.dump",
-                      "kmm_dtk.__main__"),
-          "`kmm_dtk/cli.py`, `release_cli.py`, `registry_flags.py`, `dump.py`, `__main__.py`",
+    Layer("cli", ("kmm_dtk.cmd",), ("kmm_dtk.cli", "kmm_dtk.release_cli", "kmm_dtk.registry_flags", "kmm_dtk.dump",
+                                     "kmm_dtk.__main__"),
+          "`kmm_dtk/cli.py`, `release_cli.py`, `registry_flags.py`, `dump.py`, `__main__.py`, `cmd/`",
           ("version", "core", "observability", "registry", "kube", "operator")),
 )
 BY_NAME = {layer.name: layer for layer in LAYERS}

@@ -9,15 +9,13 @@ is reported by the calls that follow), with a progress line every few seconds, a
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
+from kmm_dtk.cmd.messages import clean_message
 from kmm_dtk.kube.client import ApiError, KubeClient
 
-# "<urllib3.connection.HTTPSConnection object at 0x7f...>: " and the like: an object's repr says
-# nothing to whoever runs the command.
-_OBJECT_REPR = re.compile(r"<[^<>]*\bobject at 0x[0-9a-fA-F]+>:?\s*")
+__all__ = ["ApiServerUnreachable", "clean_message", "transport_reason", "wait_for_api_server"]
 _REASONS = (  # substrings of transport errors (lower case) -> what to print
     ("connection refused", "connection refused"),
     ("name or service not known", "cannot resolve the host name"),
@@ -32,11 +30,6 @@ _REASONS = (  # substrings of transport errors (lower case) -> what to print
 
 class ApiServerUnreachable(Exception):
     """The API server gave no answer before the deadline; ``str()`` is the one line to print."""
-
-
-def clean_message(message: str) -> str:
-    """One line without object reprs (``<... object at 0x...>``), whatever a library put in it."""
-    return " ".join(_OBJECT_REPR.sub("", message).split()) or "no detail given"
 
 
 def transport_reason(message: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kmm_dtk.sources import SourceError, read_sources
+from kmm_dtk.cmd.sources import SourceError, read_sources
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DESIGN = DATA / "design-cluster.yaml"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kmm_dtk.api_wait import ApiServerUnreachable, clean_message, transport_reason, wait_for_api_server
+from kmm_dtk.cmd.api_wait import ApiServerUnreachable, clean_message, transport_reason, wait_for_api_server
 from kmm_dtk.kube.client import KubeClient, load_api_client
 
 FREE_PORTS = ("--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "127.0.0.1:0")
