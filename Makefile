@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-integration lint controlplane cluster plan bench bench-informer bench-operator bench-scale bench-registry registry-binary clean
+.PHONY: demo test test-fast test-integration lint controlplane cluster plan bench bench-informer bench-operator bench-scale bench-registry registry-binary clean bundle image lock
 
 # The virtualenv, rebuilt when the package's dependencies change.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -76,6 +76,42 @@ bench-scale: controlplane
 
 bench-registry: $(VENV)/.installed registry-binary
 	$(PY) -m bench.registry_bench
+
+# The OLM bundle (bundle/: CSV, the ModuleBuild CRD, annotations, bundle.Dockerfile), generated from
+# manifests/with-kmm by tools/bundle.py and checked with operator-sdk's bundle rules. Run it after any
+# change to manifests/ (tests/test_bundle.py fails until then).
+bundle: $(VENV)/.installed
+	$(PY) -m tools.bundle
+	$(PY) -m tools.bundle_validate bundle
+
+# requirements.lock (the runtime dependencies of setup.cfg) and requirements-build.lock (setuptools and
+# wheel of pyproject.toml), every package by version and hash, for the image build. pip-tools comes
+# from PyPI into the venv; $$PIP_FIND_LINKS is cleared so that only PyPI's files are hashed. Pins are kept
+# while they still satisfy setup.cfg; `make lock LOCK_ARGS=--upgrade` moves them all to the newest.
+PIP_COMPILE = PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --no-emit-find-links \
+	--no-emit-index-url $(LOCK_ARGS)
+lock: $(VENV)/.installed
+	$(PY) -m pip install --quiet "pip-tools>=7.4,<8"
+	$(PIP_COMPILE) --output-file requirements.lock setup.cfg
+	$(PIP_COMPILE) --allow-unsafe --build-deps-for=wheel --only-build-deps \
+	  --output-file requirements-build.lock pyproject.toml
+
+# The operator image from Containerfile, pushed to IMAGE_REPO; its pushed digest goes into
+# manifests/manager/kustomization.yaml and the bundle is regenerated with it. Needs podman or buildah
+# and a login to the registry (podman login IMAGE_REPO's host).
+IMAGE_REPO ?= quay.io/kmm-dtk/kmm-dtk
+image: $(VENV)/.installed
+	@engine=$$(command -v podman || command -v buildah || true); \
+	if [ -z "$$engine" ]; then \
+	  echo "make image needs podman or buildah: install the podman package (dnf install podman, apt-get install podman)" >&2; \
+	  exit 1; fi; \
+	version=$$($(PY) -c 'from tools.bundle import package_version; print(package_version())') || exit 1; \
+	mkdir -p .cache && rm -f .cache/image.digest; \
+	set -x; \
+	"$$engine" build --build-arg VERSION=$$version -f Containerfile -t $(IMAGE_REPO):v$$version . && \
+	"$$engine" push --digestfile .cache/image.digest $(IMAGE_REPO):v$$version && \
+	$(PY) -m tools.image_digest --digest-file .cache/image.digest --name $(IMAGE_REPO)
+	$(MAKE) bundle
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .hypothesis *.egg-info
