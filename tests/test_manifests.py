@@ -52,6 +52,9 @@ EXPECTED_CLUSTER_RULES = {
     ("config.openshift.io", "imagetagmirrorsets"): {"list", "watch"},
     ("config.openshift.io", "images"): {"get"},
     ("config.openshift.io", "clusterversions"): {"list", "watch"},
+    # the secure metrics endpoint: each scrape's token reviewed, its user checked for GET /metrics
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
 }
 # Namespaced Roles: (namespace, name) -> rules.
 EXPECTED_ROLES = {
@@ -63,7 +66,9 @@ EXPECTED_ARGS = [
     "--leader-elect",
     f"--leader-election-namespace={NAMESPACE}",
     "--graceful-shutdown-timeout=10",
-    "--metrics-bind-address=:8080",
+    "--metrics-bind-address=:8443",
+    "--metrics-secure",
+    "--metrics-cert-dir=/etc/kmm-dtk/metrics-cert",
     "--health-probe-bind-address=:8081",
     "--log-format=json",
     "--ca-file=/etc/pki/kmm-dtk/trusted-ca",
@@ -219,7 +224,8 @@ def test_overlays_compose_the_bases() -> None:
     with_kmm = read_kustomization(MANIFESTS / "with-kmm")
     assert sorted(with_kmm["resources"]) == ["../manager", "../modulebuild", "../rbac"]
     monitoring = read_kustomization(MANIFESTS / "openshift-monitoring")
-    assert sorted(monitoring["resources"]) == ["../default", "../prometheus"]
+    assert sorted(monitoring["resources"]) == ["../default", "../prometheus", "metrics_reader.yaml",
+                                               "prometheus_role.yaml", "prometheus_rule.yaml"]
 
 
 def test_servicemonitor_only_in_the_monitoring_overlay(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -227,7 +233,14 @@ def test_servicemonitor_only_in_the_monitoring_overlay(rendered: dict[str, list[
     assert len(find(rendered["openshift-monitoring"], "ServiceMonitor")) == 1
     default_ids = {object_id(o) for o in rendered["default"]}
     monitoring_ids = {object_id(o) for o in rendered["openshift-monitoring"]}
-    assert monitoring_ids - default_ids == {("monitoring.coreos.com", "ServiceMonitor", NAMESPACE, "kmm-dtk")}
+    assert monitoring_ids - default_ids == {
+        ("monitoring.coreos.com", "ServiceMonitor", NAMESPACE, "kmm-dtk"),
+        ("monitoring.coreos.com", "PrometheusRule", NAMESPACE, "kmm-dtk"),
+        ("rbac.authorization.k8s.io", "Role", NAMESPACE, "kmm-dtk-prometheus-k8s"),
+        ("rbac.authorization.k8s.io", "RoleBinding", NAMESPACE, "kmm-dtk-prometheus-k8s"),
+        ("rbac.authorization.k8s.io", "ClusterRole", "", "kmm-dtk-metrics-reader"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding", "", "kmm-dtk-metrics-reader"),
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -266,22 +279,29 @@ def test_every_object_carries_the_app_labels(base: str) -> None:
 # --- RBAC ------------------------------------------------------------------------------------------
 
 
-def test_cluster_role_rules_are_exactly_the_expected_ones(objects: list[dict[str, Any]]) -> None:
-    cluster_roles = find(objects, "ClusterRole")
+@pytest.fixture(scope="module")
+def operator_objects(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The operator's own deployment; the monitoring overlay's roles are Prometheus', checked apart."""
+    return rendered["default"]
+
+
+def test_cluster_role_rules_are_exactly_the_expected_ones(operator_objects: list[dict[str, Any]]) -> None:
+    cluster_roles = find(operator_objects, "ClusterRole")
     assert [r["metadata"]["name"] for r in cluster_roles] == ["kmm-dtk"]
     role = cluster_roles[0]
     assert "aggregationRule" not in role, "an aggregated ClusterRole gets rules from elsewhere"
     assert rule_set(role["rules"]) == EXPECTED_CLUSTER_RULES
 
 
-def test_roles_are_exactly_the_expected_ones(objects: list[dict[str, Any]]) -> None:
-    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): rule_set(r["rules"]) for r in find(objects, "Role")}
+def test_roles_are_exactly_the_expected_ones(operator_objects: list[dict[str, Any]]) -> None:
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): rule_set(r["rules"])
+             for r in find(operator_objects, "Role")}
     assert roles == EXPECTED_ROLES
 
 
-def test_no_role_lists_secrets_or_grants_privilege_escalation(objects: list[dict[str, Any]]) -> None:
+def test_no_role_lists_secrets_or_grants_privilege_escalation(operator_objects: list[dict[str, Any]]) -> None:
     """Pull secrets are read one by one by name; listing or watching would hand over every Secret."""
-    for role in find(objects, "ClusterRole") + find(objects, "Role"):
+    for role in find(operator_objects, "ClusterRole") + find(operator_objects, "Role"):
         for (group, resource), verbs in rule_set(role["rules"]).items():
             if resource.split("/")[0] == "secrets":
                 assert verbs == {"get"}, f"{role['metadata']['name']} may {sorted(verbs)} secrets"
@@ -289,7 +309,8 @@ def test_no_role_lists_secrets_or_grants_privilege_escalation(objects: list[dict
                 f"{role['metadata']['name']}: {group}/{resource} {sorted(verbs)}")
 
 
-def test_bindings_bind_existing_roles_to_the_service_account(objects: list[dict[str, Any]]) -> None:
+def test_bindings_bind_existing_roles_to_the_service_account(operator_objects: list[dict[str, Any]]) -> None:
+    objects = operator_objects
     bindings = find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding")
     assert {(b["kind"], b["metadata"]["name"]) for b in bindings} == {
         ("ClusterRoleBinding", "kmm-dtk"),
@@ -378,7 +399,7 @@ def test_leader_election_namespace_has_the_lease_role(container: dict[str, Any],
 
 def test_ports_match_the_bind_addresses(container: dict[str, Any]) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": 8080, "health": 8081}
+    assert ports == {"metrics": 8443, "health": 8081}
     args = dict(a.split("=", 1) for a in container["args"] if "=" in a)
     assert args["--metrics-bind-address"] == f":{ports['metrics']}"
     assert args["--health-probe-bind-address"] == f":{ports['health']}"
@@ -430,8 +451,8 @@ def test_metrics_service_reaches_the_metrics_port(
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     [port] = service["spec"]["ports"]
-    assert port["name"] == "metrics" and port["port"] == 8080
-    assert container_port(container, port.get("targetPort", port["port"])) == 8080
+    assert port["name"] == "metrics" and port["port"] == 8443
+    assert container_port(container, port.get("targetPort", port["port"])) == 8443
 
 
 def test_servicemonitor_selects_the_metrics_service(objects: list[dict[str, Any]]) -> None:

@@ -99,7 +99,7 @@ def apply_json6902(objects: list[dict[str, Any]], entry: dict[str, Any], source:
     for op in yaml.safe_load(entry["patch"]):
         if op["op"] != "add":
             raise RenderError(f"{source}: render() applies only add operations, not {op['op']}")
-        *parents, last = op["path"].strip("/").split("/")
+        *parents, last = (p.replace("~1", "/").replace("~0", "~") for p in op["path"].strip("/").split("/"))
         node: Any = matches[0]
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
