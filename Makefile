@@ -100,11 +100,12 @@ lock: $(VENV)/.installed
 # manifests/manager/kustomization.yaml and the bundle is regenerated with it. Needs podman or buildah
 # and a login to the registry (podman login IMAGE_REPO's host).
 IMAGE_REPO ?= quay.io/kmm-dtk/kmm-dtk
-image: $(VENV)/.installed
+image:
 	@engine=$$(command -v podman || command -v buildah || true); \
 	if [ -z "$$engine" ]; then \
 	  echo "make image needs podman or buildah: install the podman package (dnf install podman, apt-get install podman)" >&2; \
 	  exit 1; fi; \
+	$(MAKE) --no-print-directory venv || exit 1; \
 	version=$$($(PY) -c 'from tools.bundle import package_version; print(package_version())') || exit 1; \
 	mkdir -p .cache && rm -f .cache/image.digest; \
 	set -x; \

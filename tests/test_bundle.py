@@ -64,7 +64,7 @@ def test_validator_cli_reports_problems_and_exits_1(tmp_path: Path) -> None:
 # --- each rule fails on a bundle broken in one way -------------------------------------------------
 
 
-def edit_yaml(relative: str, change: Callable[[Any], None]) -> Callable[[Path], None]:
+def edit_yaml(relative: str, change: Callable[[Any], object]) -> Callable[[Path], None]:
     def apply(bundle: Path) -> None:
         data = load(bundle / relative)
         change(data)
@@ -72,7 +72,7 @@ def edit_yaml(relative: str, change: Callable[[Any], None]) -> Callable[[Path], 
     return apply
 
 
-def csv_edit(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+def csv_edit(change: Callable[[dict[str, Any]], object]) -> Callable[[Path], None]:
     return edit_yaml(CSV, change)
 
 
@@ -87,7 +87,7 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     data[last] = value
 
 
-BREAKAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+BREAKAGES: dict[str, tuple[Callable[[Path], object], str]] = {
     "owned CRD missing": (lambda b: (b / "manifests/kmm-dtk.io_modulebuilds.yaml").unlink(),
                           "owned CRD modulebuilds.kmm-dtk.io is not in manifests/"),
     "CRD not owned": (csv_edit(lambda c: c["spec"]["customresourcedefinitions"].update(owned=[])),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import configparser
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -256,3 +258,13 @@ def test_lock_parser_sees_a_missing_hash(tmp_path: Path) -> None:
     entries = lock_entries(lock)
     assert entries["pyyaml"][1:] == ["--hash=sha256:" + "a" * 64]
     assert entries["tenacity"] == ["tenacity==9.0.0"]
+
+
+def test_make_image_without_an_engine_names_the_package_to_install() -> None:
+    if shutil.which("podman") or shutil.which("buildah"):
+        pytest.skip("a container engine is installed: make image would build")
+    result = subprocess.run(["make", "--no-print-directory", "image"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == (
+        "make image needs podman or buildah: install the podman package (dnf install podman, apt-get install podman)")

@@ -142,7 +142,8 @@ def readme_description(readme: Path) -> str:
     """The README's "What it is" section (its first descriptive paragraphs), each paragraph on one
     line, in-page links unlinked: the console renders it as Markdown."""
     paragraphs: list[tuple[str, str]] = []  # (section, paragraph)
-    section, block, fenced = "", [], False
+    section, fenced = "", False
+    block: list[str] = []
     for line in readme.read_text().splitlines() + [""]:
         if line.startswith("```"):
             fenced = not fenced

@@ -132,7 +132,7 @@ def validate(bundle: Path) -> list[str]:
         problems.append(f"manifests/: {len(csvs)} ClusterServiceVersions, expected exactly one")
         return problems
     csv_file, csv = csvs[0]
-    crds = {(o.get("metadata") or {}).get("name"): (f, o)
+    crds = {str((o.get("metadata") or {}).get("name")): (f, o)
             for f, o in objects if o["kind"] == "CustomResourceDefinition"}
     problems += [f"manifests/{csv_file}: {p}" for p in validate_csv(csv, crds, package)]
     return problems
