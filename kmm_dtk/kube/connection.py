@@ -92,6 +92,10 @@ class Connection:
 def describe(err: BaseException, url: str, timeout: tuple[float, float]) -> str:
     """One sentence for a transport failure, without library internals."""
     target = _origin(url)
+    if isinstance(err, urllib3.exceptions.NameResolutionError):
+        return f"cannot connect to {target}: the host name does not resolve"
+    if isinstance(err, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError subclass in urllib3 2
+        return f"cannot connect to {target}: {_cause(err)}"
     if isinstance(err, urllib3.exceptions.ConnectTimeoutError) or (
             isinstance(err, urllib3.exceptions.MaxRetryError)
             and isinstance(err.reason, urllib3.exceptions.ConnectTimeoutError)):
@@ -100,14 +104,10 @@ def describe(err: BaseException, url: str, timeout: tuple[float, float]) -> str:
         return f"timed out after {_seconds(timeout[1])} s waiting for {target}"
     if isinstance(err, urllib3.exceptions.MaxRetryError) and err.reason is not None:
         return describe(err.reason, url, timeout)
-    if isinstance(err, urllib3.exceptions.NameResolutionError):
-        return f"cannot connect to {target}: the host name does not resolve"
     if isinstance(err, urllib3.exceptions.ProxyError):
         return f"cannot connect to {target} through the proxy: {_cause(err)}"
     if isinstance(err, urllib3.exceptions.SSLError):
         return f"TLS with {target} failed: {_cause(err)}"
-    if isinstance(err, urllib3.exceptions.NewConnectionError):
-        return f"cannot connect to {target}: {_cause(err)}"
     if isinstance(err, urllib3.exceptions.ProtocolError):
         return f"connection to {target} lost: {_cause(err)}"
     if isinstance(err, TimeoutError):
@@ -133,8 +133,10 @@ def _cause(err: BaseException) -> str:
             break
         innermost = seen
         if isinstance(seen, ssl.SSLError):
-            words = getattr(seen, "verify_message", None) or seen.reason or "handshake failed"
-            return str(words).lower().replace("_", " ")
+            verify = getattr(seen, "verify_message", None)
+            if verify:
+                return f"certificate verify failed: {verify}"
+            return str(seen.reason or "handshake failed").lower().replace("_", " ")
         if isinstance(seen, OSError) and seen.errno is not None:
             if seen.errno == errno.ECONNREFUSED:
                 return "connection refused"

@@ -38,7 +38,7 @@ class Credential(Protocol):
         """The headers for the next request (may run a plugin or re-read a file)."""
 
     def client_cert(self) -> tuple[bytes, bytes] | None:
-        """A PEM (certificate, key) the credential supplies, if any."""
+        """A PEM (certificate, key) the credential supplies, if any; asked right after headers()."""
 
     def refresh(self) -> bool:
         """After a 401: get a fresh credential now; True if it may differ from the one just refused."""
@@ -209,8 +209,7 @@ class ExecPlugin:
             return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def client_cert(self) -> tuple[bytes, bytes] | None:
-        with self._lock:
-            self._current()
+        with self._lock:  # the one headers() just obtained: one run per request
             return self._cert
 
     def refresh(self) -> bool:
