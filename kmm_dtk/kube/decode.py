@@ -3,8 +3,8 @@
 Two decoders share one protocol:
 
 - ``JsonDecoder`` keeps the whole object minus what is never read (``managedFields``, the
-  last-applied annotation, Node ``status.images``), frozen. For Modules, ConfigMaps, ImageStreams
-  and Builds, whose fields the operator reads broadly.
+  last-applied annotation, Node ``status.images``), frozen. For Modules, ImageStreams and Builds,
+  whose fields the operator reads broadly.
 - ``NodeDecoder`` decodes straight into a projection of the few Node fields the operator reads
   (name, uid, resourceVersion, labels, kernel and OS image), skipping everything else at C speed
   and interning label strings, which repeat across nodes. Measured in ``make bench``: about ten
