@@ -479,7 +479,11 @@ def operator_flags(args: argparse.Namespace) -> tuple[list[str], dict[str, bool]
                "metrics_secure": "--metrics-secure" in help_text}
     if present["max_concurrent_writes"]:
         flags += ["--max-concurrent-writes", str(args.write_concurrency)]
-    if present["metrics_secure"]:
+    # Plain HTTP for the scrapes: a --metrics-secure switch is off unless given; a valued or negatable one is
+    # turned off explicitly.
+    if "--no-metrics-secure" in help_text:
+        flags += ["--no-metrics-secure"]
+    elif any(f"--metrics-secure {v}" in help_text for v in ("METRICS_SECURE", "{true,false}", "BOOL")):
         flags += ["--metrics-secure=false"]
     return flags, present
 
@@ -540,6 +544,7 @@ def main() -> int:
              # the API side is measured here; bench.registry_bench measures the registry side
              "--assume-missing", *flags],
             stderr=open(args.operator_log, "w"))
+        _watched.append(operator)
         try:
             results = run_phases(args, kube, watch, node_watch, operator, metrics_port, started, expected)
         finally:
@@ -555,6 +560,9 @@ def main() -> int:
     return 0
 
 
+_watched: list[subprocess.Popen] = []  # the operator: a wait ends at once if it exited
+
+
 def _wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05,
           progress: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
@@ -563,6 +571,9 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str, poll: float =
         value = predicate()
         if value:
             return value
+        for proc in _watched:
+            if proc.poll() is not None:
+                raise RuntimeError(f"waiting for {what}: the operator exited with status {proc.returncode}")
         if progress and time.monotonic() >= next_report:
             print(f"  {what}: {progress()}", file=sys.stderr, flush=True)
             next_report += 10
