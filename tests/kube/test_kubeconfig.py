@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import socketserver
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 
@@ -319,6 +322,10 @@ def test_missing_kubeconfigs_name_what_was_tried(tmp_path):
     ({"client-certificate": "missing.crt", "client-key": "missing.key"}, None,
      "{path}: users[u].user.client-certificate: cannot read {dir}/missing.crt (no such file or directory); "
      "fix the path"),
+    ({"token": "t", "exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "x",
+                             "interactiveMode": "Always"}}, None,
+     "{path}: users[u].user.exec.interactiveMode Always needs a terminal, which kmm-dtk never gives; "
+     "use IfAvailable or Never"),
     ({"token": "t"}, "other",
      "{path}: context 'other' not found (contexts: main); pass --context with one of them"),
 ])
@@ -345,6 +352,85 @@ def test_unreachable_and_untrusted_servers_are_clean_messages(admin, tmp_path):
         KubeClient(untrusted).request("GET", "/version")
     assert caught.value.message.startswith(f"TLS with {admin['cluster']['server']} failed: certificate verify failed")
     assert "object at 0x" not in caught.value.message
+
+
+# -- TLS server name, insecure, proxy -------------------------------------------------------------
+
+
+def test_tls_server_name_is_the_name_verified(admin, tmp_path):
+    cluster = admin["cluster"]
+    good = write_config(tmp_path / "good", {**cluster, "tls-server-name": "kubernetes.default"}, admin["user"])
+    assert whoami(load_api_client(str(good)))
+    bad = write_config(tmp_path / "bad", {**cluster, "tls-server-name": "wrong.example"}, admin["user"])
+    with pytest.raises(ApiError) as caught:
+        whoami(load_api_client(str(bad)))
+    assert caught.value.status == 0 and caught.value.message.startswith(f"TLS with {cluster['server']} failed")
+
+
+def test_insecure_skip_tls_verify_needs_no_ca(admin, tmp_path):
+    cluster = {"server": admin["cluster"]["server"], "insecure-skip-tls-verify": True}
+    assert whoami(load_api_client(str(write_config(tmp_path / "c", cluster, admin["user"]))))
+
+
+class _ConnectProxy(socketserver.ThreadingTCPServer):
+    """An HTTP CONNECT proxy that records the targets it tunnels to."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Tunnel)
+        self.targets: list[str] = []
+
+
+class _Tunnel(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            self.request.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            return
+        self.server.targets.append(target)  # type: ignore[attr-defined]
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        back = threading.Thread(target=pipe, args=(upstream, self.request), daemon=True)
+        back.start()
+        pipe(self.request, upstream)
+        back.join(10)
+        upstream.close()
+
+
+def test_proxy_url_tunnels_through_an_http_proxy(admin, tmp_path):
+    proxy = _ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        path = write_config(tmp_path / "c", {**admin["cluster"], "proxy-url": url}, admin["user"])
+        assert whoami(load_api_client(str(path)))
+        assert proxy.targets == [admin["cluster"]["server"].removeprefix("https://")]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 # -- the client's Accept header --------------------------------------------------------------------
