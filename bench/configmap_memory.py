@@ -8,6 +8,10 @@ numbers compare), waits until every Module's Builds exist (the Dockerfiles were 
 the operator's RSS (``process_resident_memory_bytes``) then and its peak while syncing.
 
     python -m bench.configmap_memory [--source DIR ...] [--namespaces 300] [--bundles 100] [--small 3000]
+
+Measured on 2 cores (3,712 ConfigMaps, 22.8 MiB of JSON; 10 Modules): whole ConfigMaps cached,
+120 MiB; metadata only with the data read on demand, 92 MiB; with only 10 namespaces and no other
+ConfigMaps both are at 89 MiB: the ConfigMaps cost 31 MiB before, 3 MiB after.
 """
 
 from __future__ import annotations
