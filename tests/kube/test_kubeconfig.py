@@ -21,8 +21,9 @@ import yaml
 from kmm_dtk.kube.client import ApiError, KubeClient, Resource, load_api_client
 from kmm_dtk.kube.connection import Connection
 from kmm_dtk.kube.credentials import TokenFile
-from kmm_dtk.kube.kubeconfig import KubeConfigError, load_in_cluster, load_settings
+from kmm_dtk.kube.kubeconfig import ConnectionSettings, KubeConfigError, load_in_cluster, load_settings
 from tests.support.controlplane import free_port
+from tests.support.loopback import CountingListener
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGMAPS = Resource("", "v1", "configmaps", kind="ConfigMap")
@@ -352,6 +353,22 @@ def test_unreachable_and_untrusted_servers_are_clean_messages(admin, tmp_path):
         KubeClient(untrusted).request("GET", "/version")
     assert caught.value.message.startswith(f"TLS with {admin['cluster']['server']} failed: certificate verify failed")
     assert "object at 0x" not in caught.value.message
+
+
+@pytest.mark.parametrize("mode, scheme, expected", [
+    ("hold", "https", "timed out after 0.5 s waiting for {url}"),
+    ("hold", "http", "timed out after 0.5 s waiting for {url}"),
+    ("drop", "https", "TLS with {url} failed: "),  # then EOF or reset, as the race goes
+    ("drop", "http", "connection to {url} lost: "),
+])
+def test_silent_and_closing_servers_are_clean_messages(mode, scheme, expected):
+    with CountingListener(mode) as listener:
+        url = f"{scheme}://{listener.host}"
+        connection = Connection(ConnectionSettings(server=url, source="test"))
+        with pytest.raises(ApiError) as caught:
+            KubeClient(connection, timeout=(1, 0.5)).request("GET", "/version")
+    assert caught.value.status == 0 and caught.value.message.startswith(expected.format(url=url))
+    assert "object at 0x" not in caught.value.message and "\n" not in caught.value.message
 
 
 # -- TLS server name, insecure, proxy -------------------------------------------------------------
