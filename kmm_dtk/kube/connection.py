@@ -9,8 +9,11 @@ instead of urllib3's reprs.
 from __future__ import annotations
 
 import errno
+import logging
+import re
 import ssl
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
@@ -19,6 +22,7 @@ import urllib3
 from kmm_dtk.kube.kubeconfig import ConnectionSettings
 
 USER_AGENT = "kmm-dtk"
+log = logging.getLogger(__name__)
 
 
 class Connection:
@@ -30,6 +34,12 @@ class Connection:
         self._lock = threading.Lock()
         self._cert: tuple[bytes, bytes] | None = None
         self._pool = self._make_pool(None)
+        if settings.insecure:  # said once, in the log, instead of urllib3's warning on every request
+            log.warning("the API server's certificate is not verified (insecure-skip-tls-verify)",
+                        extra={"server": settings.server, "source": settings.source})
+            hostname = urlsplit(settings.server).hostname or ""
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning,
+                                    message=f".*'{re.escape(hostname)}'")
 
     @property
     def host(self) -> str:
