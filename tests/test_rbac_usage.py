@@ -29,9 +29,10 @@ CONVENIENCES = {"get": "get", "list": "list", "create": "create", "replace": "up
                 "delete": "delete"}
 METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 RAW = {"request", "request_raw", "watch"}
-# Requests that are not about a resource: API discovery (/apis/<group>/<version>), which every
-# authenticated user may make (system:discovery).
-NOT_RESOURCES = {("kmm_dtk/operator/discovery.py", "Discovery._fetch")}
+# Requests that are not about a resource: API discovery (/apis/<group>/<version>) and /version, which
+# every authenticated user may make (system:discovery, system:public-info-viewer).
+NOT_RESOURCES = {("kmm_dtk/operator/discovery.py", "Discovery._fetch"),
+                 ("kmm_dtk/cmd/api_wait.py", "wait_for_api_server")}
 # Where the client's own conveniences and the informer's list+watch are implemented: their requests
 # are accounted for at their callers.
 IMPLEMENTATIONS = {"kmm_dtk/kube/client.py", "kmm_dtk/kube/informer.py"}
