@@ -136,7 +136,7 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def objects(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The largest composition: default + prometheus."""
+    """The largest composition: with-kmm + monitoring."""
     return rendered["openshift-monitoring"]
 
 
@@ -224,14 +224,15 @@ def test_overlays_compose_the_bases() -> None:
     with_kmm = read_kustomization(MANIFESTS / "with-kmm")
     assert sorted(with_kmm["resources"]) == ["../manager", "../modulebuild", "../rbac"]
     monitoring = read_kustomization(MANIFESTS / "openshift-monitoring")
-    assert sorted(monitoring["resources"]) == ["../default", "../prometheus", "metrics_reader.yaml",
+    assert sorted(monitoring["resources"]) == ["../prometheus", "../with-kmm", "metrics_reader.yaml",
                                                "prometheus_role.yaml", "prometheus_rule.yaml"]
 
 
 def test_servicemonitor_only_in_the_monitoring_overlay(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert not find(rendered["default"], "ServiceMonitor")
+    assert not find(rendered["with-kmm"], "ServiceMonitor")
     assert len(find(rendered["openshift-monitoring"], "ServiceMonitor")) == 1
-    default_ids = {object_id(o) for o in rendered["default"]}
+    default_ids = {object_id(o) for o in rendered["with-kmm"]}
     monitoring_ids = {object_id(o) for o in rendered["openshift-monitoring"]}
     assert monitoring_ids - default_ids == {
         ("monitoring.coreos.com", "ServiceMonitor", NAMESPACE, "kmm-dtk"),
@@ -257,8 +258,8 @@ def test_rendered_objects_are_unique_and_name_their_namespace(
             assert namespace in (NAMESPACE, "openshift"), f"{obj['kind']} in unexpected namespace {namespace}"
     assert only(rendered[overlay], "Namespace", NAMESPACE)
     crds = sorted(o["metadata"]["name"] for o in rendered[overlay] if o["kind"] == "CustomResourceDefinition")
-    if overlay == "with-kmm":
-        assert crds == ["modulebuilds.kmm-dtk.io"], "with-kmm must leave KMM's own Module CRD alone"
+    if overlay in ("with-kmm", "openshift-monitoring"):
+        assert crds == ["modulebuilds.kmm-dtk.io"], f"{overlay} must leave KMM's own Module CRD alone"
     else:
         assert crds == ["modulebuilds.kmm-dtk.io", "modules.kmm.sigs.x-k8s.io"]
 
@@ -383,7 +384,7 @@ def test_container_image_args_and_env(container: dict[str, Any]) -> None:
     name, _, digest = container["image"].partition("@sha256:")
     assert name == "quay.io/kmm-dtk/kmm-dtk" and len(digest) == 64, container["image"]
     assert "command" not in container, "the image ENTRYPOINT (kmm-dtk) is the command"
-    assert container["args"] == EXPECTED_ARGS
+    assert container["args"] == [*EXPECTED_ARGS, "--module-build-sections=ignore"]  # beside KMM
     env = {e["name"]: e for e in container.get("env") or []}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
