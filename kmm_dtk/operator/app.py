@@ -106,7 +106,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
     product = ProductCollector(lambda: manager.leader_state() in ("disabled", "leading"),
                                lambda: product_snapshot(view, manager.synced, product.observed))
     registry.register(product)
-    recorder = EventRecorder(client, options.identity, dry_run=options.dry_run)
+    recorder = EventRecorder(client, options.identity, dry_run=options.dry_run, senders=4)  # off the write path
 
     access, registry_metrics = None, RegistryMetrics(registry)
     if options.registry is not None:

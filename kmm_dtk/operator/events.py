@@ -1,11 +1,19 @@
 """Kubernetes Events on Modules (and on the cluster-scoped mirror sets, recorded in ``default``).
-Best effort: a failed Event is logged, never a failed reconcile."""
+Best effort: a failed Event is logged, never a failed reconcile.
+
+With ``senders``, Events are posted by background threads from a bounded backlog, as client-go's
+broadcaster does: a reconcile's write path is its Builds and its status, not its Events (a new
+kernel on a cluster with 200 Modules is 200 Builds, 200 status writes and 200 Events; the workers
+wait for the first two only). A full backlog drops the Event with a log line.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import secrets
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,10 +39,16 @@ def event_name(object_name: str) -> str:
 
 
 class EventRecorder:
-    def __init__(self, client: KubeClient, instance: str, dry_run: bool = False) -> None:
+    def __init__(self, client: KubeClient, instance: str, dry_run: bool = False, senders: int = 0,
+                 backlog: int = 1000) -> None:
         self.client = client
         self.instance = instance
         self.dry_run = dry_run
+        # None: emit() posts the Event itself (tests, one-shot tools)
+        self._backlog: queue.Queue[tuple[dict[str, Any], dict[str, Any]]] | None = (
+            queue.Queue(backlog) if senders > 0 else None)
+        for i in range(senders):
+            threading.Thread(target=self._send_forever, name=f"events-{i}", daemon=True).start()
 
     def emit(self, obj: Mapping[str, Any], event: EventSpec) -> None:
         meta = obj["metadata"]
@@ -68,7 +82,41 @@ class EventRecorder:
             "lastTimestamp": now,
             "count": 1,
         }
+        if self._backlog is None:
+            self._send(body, fields)
+            return
         try:
-            self.client.create(EVENTS, body, namespace)
-        except ApiError as err:
+            self._backlog.put_nowait((body, fields))
+        except queue.Full:
+            log.warning("event dropped: too many waiting to be sent", extra=fields)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every Event emitted so far was sent (or given up); False if ``timeout`` passed."""
+        if self._backlog is None:
+            return True
+        done = threading.Event()
+
+        def wait() -> None:
+            assert self._backlog is not None
+            self._backlog.join()
+            done.set()
+
+        threading.Thread(target=wait, name="events-flush", daemon=True).start()
+        return done.wait(timeout)
+
+    def _send_forever(self) -> None:
+        assert self._backlog is not None
+        while True:
+            body, fields = self._backlog.get()
+            try:
+                self._send(body, fields)
+            finally:
+                self._backlog.task_done()
+
+    def _send(self, body: dict[str, Any], fields: dict[str, Any]) -> None:
+        try:
+            self.client.create(EVENTS, body, body["metadata"]["namespace"])
+        except ApiError as err:  # FencedWrite included: a follower's Events are not sent
             log.warning("could not record event", extra={**fields, "error": str(err)})
+        except Exception:  # a sender thread outlives any one Event
+            log.exception("could not record event", extra=fields)

@@ -60,3 +60,30 @@ def test_an_event_on_a_module_with_a_253_character_name_is_recorded(api, namespa
                if e.involved_object.name == LONGEST_MODULE]
     assert valid(event.metadata.name) and event.metadata.name.startswith(LONGEST_MODULE[:236] + ".")
     assert event.reason == "BuildimageCreated" and event.involved_object.uid == module["metadata"]["uid"]
+
+
+@pytest.mark.integration
+def test_events_sent_in_the_background_all_arrive_and_emit_does_not_wait(api, namespace):
+    module = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        MODULE_GROUP, MODULE_VERSION, namespace, MODULE_PLURAL, module_body(namespace, name="background"))
+    recorder = EventRecorder(KubeClient(api), "test", senders=2)
+    for i in range(20):
+        recorder.emit(module, EventSpec("Normal", "BuildimageCreated", f"built {i}"))
+    assert recorder.flush(timeout=30), "the backlog was not sent"
+    messages = sorted(e.message for e in client.CoreV1Api(api).list_namespaced_event(namespace).items
+                      if e.involved_object.name == "background")
+    assert messages == sorted(f"built {i}" for i in range(20))
+
+
+@pytest.mark.integration
+def test_a_full_backlog_drops_events_with_a_log_line_instead_of_blocking(api, namespace, caplog):
+    module = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        MODULE_GROUP, MODULE_VERSION, namespace, MODULE_PLURAL, module_body(namespace, name="flooded"))
+    recorder = EventRecorder(KubeClient(api), "test", senders=1, backlog=1)
+    for i in range(50):  # one sender cannot post 50 Events while they are emitted: most are dropped
+        recorder.emit(module, EventSpec("Normal", "BuildimageCreated", f"built {i}"))
+    assert recorder.flush(timeout=30)
+    dropped = [r for r in caplog.records if r.getMessage().startswith("event dropped")]
+    sent = [e for e in client.CoreV1Api(api).list_namespaced_event(namespace).items
+            if e.involved_object.name == "flooded"]
+    assert dropped and len(sent) + len(dropped) == 50
