@@ -41,8 +41,10 @@ class KernelMap:
 
     Both live under one lock because they are one fact: planning must see the nodes that fed the
     map, never a kernel whose nodes are known but whose RHCOS is not yet (or the reverse). Every
-    mutator returns the kernels whose entry appeared, disappeared or changed RHCOS, which is exactly
-    what the node reconciler needs to decide which Modules to enqueue.
+    mutator returns the kernels whose entry appeared, disappeared, changed its winning RHCOS or its
+    set of candidate RHCOS (the DTK fallbacks), which is exactly what the node reconciler needs to
+    decide which Modules to enqueue: a node moving between kernels and RHCOS builds that other
+    nodes already run changes nothing a Module is planned from.
     """
 
     def __init__(self) -> None:
@@ -63,11 +65,12 @@ class KernelMap:
             old = self._by_node.get(node.name)
             affected = {k for k in (old.kernel if old else None, node.kernel) if k is not None}
             before = {k: self._winner.get(k, _ABSENT) for k in affected}
+            candidates = self._candidates_locked(affected)
             self._detach_locked(node.name)
             if node.kernel is not None:
                 self._attach_locked(node, labels)
                 self._winner[node.kernel] = self._best(node.kernel)
-            return self._changed_locked(before)
+            return self._changed_locked(before, candidates)
 
     def remove(self, node_name: str) -> set[str]:
         with self._lock:
@@ -75,8 +78,9 @@ class KernelMap:
             if old is None or old.kernel is None:
                 return set()
             before = {old.kernel: self._winner.get(old.kernel, _ABSENT)}
+            candidates = self._candidates_locked({old.kernel})
             self._detach_locked(node_name)
-            return self._changed_locked(before)
+            return self._changed_locked(before, candidates)
 
     def replace_all(self, nodes: Iterable[NodeVersions | tuple[NodeVersions, Labels]]) -> set[str]:
         """Swap in a complete set of nodes, each with its labels or without (after a relist, or on a
@@ -87,6 +91,7 @@ class KernelMap:
             latest[node.name] = (node, labels)
         with self._lock:
             before: dict[str, object] = dict(self._winner)
+            candidates = self._candidates_locked(set(self._rhcos_counts) | set(before))
             self._by_node.clear()
             self._by_kernel.clear()
             self._winner.clear()
@@ -100,7 +105,8 @@ class KernelMap:
                 self._winner[kernel] = self._best(kernel)
             for kernel in self._winner:
                 before.setdefault(kernel, _ABSENT)
-            return self._changed_locked(before)
+            candidates.update({k: frozenset() for k in self._rhcos_counts if k not in candidates})
+            return self._changed_locked(before, candidates)
 
     def get(self, kernel: str) -> KernelEntry | None:
         with self._lock:
@@ -180,8 +186,14 @@ class KernelMap:
             self._winner.pop(old.kernel, None)
             self._rhcos_counts.pop(old.kernel, None)
 
-    def _changed_locked(self, before: dict[str, object]) -> set[str]:
-        return {k for k, was in before.items() if self._winner.get(k, _ABSENT) != was}
+    def _candidates_locked(self, kernels: Iterable[str]) -> dict[str, frozenset[RhcosVersion]]:
+        return {k: frozenset(self._rhcos_counts.get(k, ())) for k in kernels}
+
+    def _changed_locked(self, before: dict[str, object],
+                        candidates: dict[str, frozenset[RhcosVersion]]) -> set[str]:
+        """Kernels whose winner changed, or whose set of candidate RHCOS did."""
+        return ({k for k, was in before.items() if self._winner.get(k, _ABSENT) != was}
+                | {k for k, was in candidates.items() if frozenset(self._rhcos_counts.get(k, ())) != was})
 
     def _best(self, kernel: str) -> RhcosVersion | None:
         counts = self._rhcos_counts.get(kernel)

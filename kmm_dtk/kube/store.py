@@ -72,6 +72,13 @@ class Store(Generic[T]):
         with self._lock:
             return [self._items[k] for k in self._indexes[name].get(value, ())]
 
+    def any_by_index(self, name: str, value: str) -> T | None:
+        """One object of the index value (which one is unspecified), without listing them all."""
+        with self._lock:
+            for key in self._indexes[name].get(value, ()):
+                return self._items[key]
+            return None
+
     def index_values(self, name: str) -> builtins.list[str]:
         with self._lock:
             return [v for v, keys in self._indexes[name].items() if keys]

@@ -52,6 +52,13 @@ class Cache:
     def by_index(self, name: str, value: str) -> builtins.list[Any]:
         return [obj for informer in self.informers for obj in informer.store.by_index(name, value)]
 
+    def any_by_index(self, name: str, value: str) -> Any:
+        for informer in self.informers:
+            found = informer.store.any_by_index(name, value)
+            if found is not None:
+                return found
+        return None
+
     def index_values(self, name: str) -> builtins.list[str]:
         return sorted({value for informer in self.informers for value in informer.store.index_values(name)})
 
@@ -227,8 +234,8 @@ class ClusterView:
         against each selector once is what keeps a node event cheap."""
         groups = []
         for value in self.modules.index_values(SELECTOR_INDEX):
-            modules = self.modules.by_index(SELECTOR_INDEX, value)
-            selector = selector_of(modules[0]) if modules else None
+            module = self.modules.any_by_index(SELECTOR_INDEX, value)
+            selector = selector_of(module) if module is not None else None
             if selector is not None:
                 groups.append((selector, value))
         return groups

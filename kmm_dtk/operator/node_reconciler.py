@@ -99,10 +99,9 @@ class NodeReconciler:
             if previous == current and not changed:
                 return
         modules = self._modules_whose_kernels_changed(name, previous, current)
-        affected = set(changed)
-        if previous and current and previous.rhcos != current.rhcos and current.kernel:
-            affected.add(current.kernel)  # another RHCOS for this kernel may change its DTK fallback
-        modules |= self.view.modules_for_kernels(affected)
+        # ``changed``: kernels whose winning RHCOS or candidate RHCOS (the DTK fallbacks) changed, or
+        # that appeared or went; a node joining RHCOS builds that others already run changes none.
+        modules |= self.view.modules_for_kernels(changed)
         if modules or changed:
             log.info("node changed", extra={"node": name, "kernels_changed": sorted(changed),
                                             "modules": len(modules)})

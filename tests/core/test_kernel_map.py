@@ -17,6 +17,8 @@ R410 = "410.84.202207140725-0"
 R411 = "411.86.202207260413-0"
 R418 = "418.94.202410260038-0"
 R96_0 = "9.6.20250715-0"
+EL9_4 = "5.14.0-427.13.1.el9_4.x86_64"
+R94 = "9.4.20240523-0"
 R96_1 = "9.6.20260303-1"
 
 
@@ -69,12 +71,29 @@ def test_upsert_of_an_unchanged_node_returns_nothing():
     assert km.upsert(nv("worker-0", EL8_4, R410)) == set()
 
 
-def test_second_node_on_same_kernel_with_older_or_equal_rhcos_changes_nothing():
+def test_second_node_on_same_kernel_and_rhcos_changes_nothing_an_older_rhcos_is_a_new_candidate():
     km = KernelMap()
     km.upsert(nv("worker-0", EL9_6, R96_1))
     assert km.upsert(nv("worker-1", EL9_6, R96_1)) == set()
-    assert km.upsert(nv("worker-2", EL9_6, R96_0)) == set()
-    assert km.get(EL9_6).nodes == frozenset({"worker-0", "worker-1", "worker-2"})
+    # the winner stays, but the older RHCOS's DTK may now stand in for a missing newest tag
+    assert km.upsert(nv("worker-2", EL9_6, R96_0)) == {EL9_6}
+    assert km.upsert(nv("worker-3", EL9_6, R96_0)) == set()
+    assert km.get(EL9_6).nodes == frozenset({"worker-0", "worker-1", "worker-2", "worker-3"})
+    assert tuple(map(str, km.get(EL9_6).candidates)) == (R96_1, R96_0)
+
+
+def test_a_node_moving_between_kernels_and_rhcos_that_others_run_changes_nothing():
+    """An upgrade wave: only the first node onto a kernel and the last node off one change the map."""
+    km = KernelMap()
+    km.upsert(nv("a", EL9_6, R96_0))
+    km.upsert(nv("b", EL9_6, R96_0))
+    km.upsert(nv("c", EL9_6, R96_0))
+    assert km.upsert(nv("a", EL9_4, R94)) == {EL9_4}  # a new kernel; EL9_6's entry is as it was
+    assert km.upsert(nv("b", EL9_4, R94)) == set()
+    assert km.upsert(nv("c", EL9_4, R94)) == {EL9_6}  # the last node leaves EL9_6
+    assert km.upsert(nv("c", EL9_4, R94)) == set()  # the same again: nothing
+    assert km.remove("c") == set() and km.remove("b") == set()
+    assert km.remove("a") == {EL9_4}
 
 
 def test_newer_rhcos_on_same_kernel_is_a_change():
