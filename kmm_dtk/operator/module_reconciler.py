@@ -125,12 +125,13 @@ class _KernelResult:
         return self.record.get("phase") == Phase.WAITING
 
 
-_MERGED_REASONS = ("BuildimageCreated", "BuildimageCancelled")
+_MERGED_REASONS = ("BuildimageCreated", "BuildimageCancelled", "BuildimageSucceeded", "BuildimageFailed")
 
 
 def merge_events(events: list[EventSpec]) -> list[EventSpec]:
-    """One Event per reason for the Builds created (or cancelled) by one reconcile: a new Module on
-    a cluster with 20 kernels records 1 Event, not 20 (client-go's recorder aggregates likewise)."""
+    """One Event per reason for the Builds created, cancelled, succeeded or failed as seen by one
+    reconcile: a new Module on a cluster with 20 kernels records 1 Event, not 20 (client-go's
+    recorder aggregates likewise)."""
     merged: list[EventSpec] = []
     groups: dict[str, list[EventSpec]] = {}
     for event in events:

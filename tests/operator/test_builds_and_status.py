@@ -256,3 +256,16 @@ def test_a_module_build_never_takes_the_name_of_its_modules_own_builds():
     other = build_name("simple-kmod", "5.14.0-1.el9_4.x86_64", "a" * 20, "ModuleBuild/second")
     assert len({own, split, other}) == 3 and own.split("-")[-1] == split.split("-")[-1]
     assert max(len(own), len(split), len(other)) <= 63
+
+
+def test_completion_events_of_one_reconcile_are_merged_per_reason():
+    from kmm_dtk.operator.module_reconciler import merge_events
+    from kmm_dtk.operator.status import EventSpec
+
+    events = [EventSpec("Normal", "BuildimageSucceeded", f"Build b{i} succeeded") for i in range(3)] + [
+        EventSpec("Warning", "BuildimageFailed", "Build f1 failed"),
+        EventSpec("Warning", "BuildimageFailed", "Build f2 failed")]
+    merged = merge_events(events)
+    assert [(e.type, e.reason) for e in merged] == [("Normal", "BuildimageSucceeded"), ("Warning", "BuildimageFailed")]
+    assert merged[0].message.startswith("3 Builds: Build b0 succeeded; ")
+    assert merged[1].message == "2 Builds: Build f1 failed; Build f2 failed"
