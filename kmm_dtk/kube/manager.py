@@ -97,6 +97,7 @@ class Manager:
         self._running: list[Controller[Any]] = []
         self._servers: list[EndpointServer] = []
         self._prestart_hooks: list[Callable[[], None]] = []
+        self._drain_hooks: list[Callable[[float], object]] = []
         self._leader_gauge = Gauge("leader_election_master_status",
                                    "1 if this replica leads the named lease, else 0 (client-go's metric)",
                                    ["name"], registry=self.registry)
@@ -113,6 +114,11 @@ class Manager:
         """Run each time the controllers are about to start (after the caches synced, and on every
         takeover), e.g. to rebuild derived state from the caches as they are at that moment."""
         self._prestart_hooks.append(hook)
+
+    def add_drain_hook(self, hook: Callable[[float], object]) -> None:
+        """Run on a clean stop, after the reconciles ended and while writes are still allowed, with
+        the seconds left of the graceful window: e.g. to send the Events still queued."""
+        self._drain_hooks.append(hook)
 
     def stop(self) -> None:
         """Ask ``run()`` to shut down (e.g. from a SIGTERM handler)."""
@@ -237,6 +243,9 @@ class Manager:
         self._stop.set()
         deadline = time.monotonic() + self.graceful_timeout
         self._stop_controllers(self._LOST if self._lost.is_set() else self._GRACEFUL)
+        if not self._lost.is_set():
+            for hook in self._drain_hooks:
+                hook(max(0.0, deadline - time.monotonic()))
         quiet = self.fence.close(timeout=max(0.0, deadline - time.monotonic()))
         if not quiet:
             log.warning("writes still in flight at shutdown; the Lease is left to expire",

@@ -107,6 +107,7 @@ def build_operator(client: KubeClient, options: OperatorOptions, checker: ImageC
                                lambda: product_snapshot(view, manager.synced, product.observed))
     registry.register(product)
     recorder = EventRecorder(client, options.identity, dry_run=options.dry_run, senders=4)  # off the write path
+    manager.add_drain_hook(recorder.flush)  # queued Events go out before the fence closes
 
     access, registry_metrics = None, RegistryMetrics(registry)
     if options.registry is not None:

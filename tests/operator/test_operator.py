@@ -125,6 +125,8 @@ def test_restart_creates_no_duplicate_builds(scenario, run_operator):
     first = run_operator()
     names = sorted(b["metadata"]["name"] for bs in _wait_builds(scenario, 2, "Builds").values() for b in bs)
     assert first.stop() == 0
+    # Events are sent in the background, and a clean stop sends those still queued before it ends.
+    assert len(scenario.events("BuildimageCreated")) == 1
     second = run_operator()
     wait_for(lambda: second.reconciles() >= 1, 10, "the restarted operator to reconcile the Module")
     assert sorted(b["metadata"]["name"] for b in scenario.builds()) == names
