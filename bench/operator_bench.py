@@ -493,7 +493,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--modules", type=int, default=200)
     parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=16, help="the operator's --workers (default: %(default)s)")
     parser.add_argument("--steady-seconds", type=float, default=300)
     parser.add_argument("--waves", type=int, default=2, help="upgrade waves in a row (default: 2)")
     parser.add_argument("--trials", type=int, default=50, help="single Nodes joining the idle cluster")
@@ -617,6 +617,10 @@ def run_phases(args: argparse.Namespace, kube: KubeClient, watch: BuildWatch, no
     cold_kernels = {k for k, _, _ in pairs(args.pairs, 0)}
     _wait(lambda: watch.count() >= expected, 900, "cold start builds", progress=lambda: f"{watch.count()}/{expected}")
     results["cold_start_s"] = time.monotonic() - started
+    # Where the cold start goes: before the first Build (process start, LISTs, priming) and the writes.
+    cold_times = watch.times(cold_kernels).values()
+    results["cold_first_build_s"] = min(cold_times) - started
+    results["cold_writes_s"] = max(cold_times) - min(cold_times)
     results["cold_cpu_s"] = cpu_seconds(operator.pid)
     samples = _wait(scrape, 30, "metrics")
     results["cold_requests"] = dict(_requests_by_verb(samples))
@@ -767,6 +771,7 @@ def summary(r: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "max_concurrent_writes_passed": r["flags"]["max_concurrent_writes"],
         "ceiling_s": round(ceiling["ceiling_s"], 3), "cold_start_s": round(r["cold_start_s"], 3),
         "ratio_cold_start": round(r["cold_start_s"] / ceiling["ceiling_s"], 3) if ceiling["ceiling_s"] else None,
+        "cold_first_build_s": round(r["cold_first_build_s"], 3), "cold_writes_s": round(r["cold_writes_s"], 3),
         "wave_total_s": round(statistics.median(totals), 3), "wave_total_s_by_wave": [round(t, 3) for t in totals],
         "ratio_wave_total": round(statistics.median(totals) * per_ceiling, 3),
         "wave_drain_s": round(statistics.median(drains), 3), "wave_drain_s_by_wave": [round(d, 3) for d in drains],
@@ -809,11 +814,15 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
           f"{trial_ms:.0f} ms (median of {c['trial_ceiling_reps']})\n")
     rows = [
         ("cold start: process start -> all Builds created",
-         f"{r['cold_start_s']:.1f} s | ceiling {ceiling_s:.1f} s | {_ratio(r['cold_start_s'], ceiling_s)}", "<= 10 s"),
+         f"{r['cold_start_s']:.1f} s | ceiling {ceiling_s:.1f} s | {_ratio(r['cold_start_s'], ceiling_s)}",
+         "<= 1.2x"),
+        ("cold start: process start -> first Build (start, LISTs, priming)", f"{r['cold_first_build_s']:.1f} s", ""),
+        ("cold start: first -> last Build (the writes)",
+         f"{r['cold_writes_s']:.1f} s | ceiling {ceiling_s:.1f} s | {_ratio(r['cold_writes_s'], ceiling_s)}", ""),
         (f"single Node joining ({t['n']} trials): event -> last Build, p50",
          f"{t['p50_ms']:.0f} ms | ceiling {trial_ms:.0f} ms | {_ratio(t['p50_ms'], trial_ms)}", ""),
         ("single Node joining: event -> last Build, p99",
-         f"{t['p99_ms']:.0f} ms | ceiling {trial_ms:.0f} ms | {_ratio(t['p99_ms'], trial_ms)}", ""),
+         f"{t['p99_ms']:.0f} ms | ceiling {trial_ms:.0f} ms | {_ratio(t['p99_ms'], trial_ms)}", "<= 100 ms"),
         ("single Node joining: event -> each Build, p99", f"{t['build_p99_ms']:.0f} ms", ""),
     ]
     for w in waves:
@@ -822,9 +831,9 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
             (f"wave {n}: first patch -> last Build",
              f"{w['total_s']:.1f} s | ceiling {ceiling_s:.1f} s | {_ratio(w['total_s'], ceiling_s)}", ""),
             (f"wave {n}: last Node event -> last Build (drain)",
-             f"{w['drain_s']:.1f} s | ceiling {ceiling_s:.1f} s | {_ratio(w['drain_s'], ceiling_s)}", ""),
+             f"{w['drain_s']:.1f} s", "<= 2 s"),
             (f"wave {n}: node event -> Build, p50 / p99 / max",
-             f"{w['p50_ms']:.0f} / {w['p99_ms']:.0f} / {w['max_ms']:.0f} ms", "p99 <= 100 ms"),
+             f"{w['p50_ms']:.0f} / {w['p99_ms']:.0f} / {w['max_ms']:.0f} ms", ""),
             (f"wave {n}: patch all Nodes (the load) / PATCH -> event p50",
              f"{w['patch_s']:.1f} s / {w['patch_to_event_ms']:.0f} ms", ""),
             (f"wave {n}: RSS / operator CPU", f"{w['rss_mib']:.0f} MiB / {w['cpu_s']:.1f} s", ""),
@@ -835,7 +844,7 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
     cpu_builds = args.modules * args.pairs * (1 + len(waves))
     rows += [
         (f"RSS after wave 1 / after wave {len(waves)}",
-         f"{first:.0f} / {last:.0f} MiB | {_ratio(last, first)}", "flat"),
+         f"{first:.0f} / {last:.0f} MiB | {_ratio(last, first)}", "<= 1.10x"),
         ("duplicate Builds (same Module and kernel)", f"{r['duplicates']}", "0"),
         ("kmm-dtk Builds in the cluster at the end", f"{r['builds']}", ""),
         (f"steady state, {args.steady_seconds:.0f} s: requests by verb", json.dumps(r["steady"]) or "{}",
@@ -845,12 +854,12 @@ def print_table(r: dict[str, Any], args: argparse.Namespace) -> None:
         (f"operator CPU per 1,000 Builds (cold start + waves, {cpu_builds} Builds)",
          f"{r['cpu_s_per_1000_builds']:.2f} s (whole run {r['cpu_total_s']:.0f} s)", ""),
         ("mean reconcile time node / module",
-         f"{r['reconcile_ms']['node']:.2f} / {r['reconcile_ms']['module']:.1f} ms", ""),
+         f"{r['reconcile_ms']['node']:.2f} / {r['reconcile_ms']['module']:.1f} ms", "node <= 1 ms"),
         ("mean queue wait node / module",
          f"{r['queue_wait_ms']['node']:.1f} / {r['queue_wait_ms']['module']:.1f} ms", ""),
         ("mean API latency CREATE / PATCH", f"{r['api_ms']['CREATE']:.1f} / {r['api_ms']['PATCH']:.1f} ms", ""),
         ("operator RSS at cold start / end / peak seen",
-         f"{r['rss_cold_mib']:.0f} / {r['rss_mib']:.0f} / {r['peak_rss_mib']:.0f} MiB", "<= 150 MB"),
+         f"{r['rss_cold_mib']:.0f} / {r['rss_mib']:.0f} / {r['peak_rss_mib']:.0f} MiB", "<= 120 MiB"),
     ]
     width = max(len(row[0]) for row in rows)
     vwidth = max(len(row[1]) for row in rows)
