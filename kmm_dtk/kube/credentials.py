@@ -44,9 +44,11 @@ class Credential(Protocol):
         """After a 401: get a fresh credential now; True if it may differ from the one just refused."""
 
 
-class StaticToken:
-    def __init__(self, token: str) -> None:
-        self._headers = {"Authorization": f"Bearer {token.strip()}"}
+class StaticHeader:
+    """A credential that never changes: a bearer token or a username and password."""
+
+    def __init__(self, authorization: str) -> None:
+        self._headers = {"Authorization": authorization}
 
     def headers(self) -> dict[str, str]:
         return self._headers
@@ -58,19 +60,12 @@ class StaticToken:
         return False
 
 
-class BasicAuth:
-    def __init__(self, username: str, password: str) -> None:
-        pair = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {pair}"}
+def StaticToken(token: str) -> StaticHeader:  # noqa: N802 - reads as the credential it makes
+    return StaticHeader(f"Bearer {token.strip()}")
 
-    def headers(self) -> dict[str, str]:
-        return self._headers
 
-    def client_cert(self) -> tuple[bytes, bytes] | None:
-        return None
-
-    def refresh(self) -> bool:
-        return False
+def BasicAuth(username: str, password: str) -> StaticHeader:  # noqa: N802 - as StaticToken
+    return StaticHeader("Basic " + base64.b64encode(f"{username}:{password}".encode()).decode())
 
 
 class TokenFile:
